@@ -1,0 +1,461 @@
+"""Health checks per second from one process, next to prometheus-blackbox-exporter.
+
+    .venv/bin/python bench/bench_checks.py [--targets 4] [--checks 20000] [--probes 20000]
+
+Starts N tiny keep-alive HTTP servers on 127.0.0.1 (one subprocess), then measures:
+
+1. the engine: `run_checks` with an address policy, per-host limits, a hard timeout per check
+   and two assertions (status, JSON path) per check. A short sweep picks the per-host limit that
+   suits this machine; the final count is --checks checks (asyncio, and uvloop if present);
+2. httpx alone, bare GETs at the same concurrency: the ceiling for anything built on httpx;
+3. blackbox exporter: /probe?module=http_2xx (status 200 + body regex, the same work), driven by
+   httpx AsyncClients at the concurrency a sweep finds best, and by a minimal raw keep-alive
+   client, which shows what the exporter itself can do once the Python driver is not the limit.
+
+The final runs are interleaved in rounds (engine, blackbox, engine, ...) so that load from other
+processes on a shared machine weighs on every contender alike.
+
+Everything listens on and connects to 127.0.0.1 only. Every phase is bounded in count and in
+time (--phase-seconds), and the child processes are stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Imported before any phase runs: importing ssrf also applies its process-wide fix for
+# httpcore's repeated `import sniffio`, so the httpx-only phases and the blackbox driver get
+# the same speed-up as the engine.
+from monitoring.lib.engine import CheckSpec, run_checks  # noqa: E402
+from monitoring.lib.ssrf import AddressPolicy  # noqa: E402
+
+BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
+HEALTH_BODY = b'{"status":"ok","database":"connected"}'
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(HEALTH_BODY)).encode()
+    + b"\r\n\r\n"
+    + HEALTH_BODY
+)
+
+
+# --- target servers (child process) ------------------------------------------------------------
+
+
+class _HealthProtocol(asyncio.Protocol):
+    """Answers every request with the same 200 JSON; enough HTTP/1.1 for GET with keep-alive."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        answers = 0
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            self.buffer = self.buffer[end + 4 :]
+            answers += 1
+        if answers:
+            self.transport.write(RESPONSE * answers)  # type: ignore[attr-defined]
+        if len(self.buffer) > 65536:
+            self.transport.close()
+
+
+async def _serve(count: int, seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    servers = [
+        await loop.create_server(_HealthProtocol, "127.0.0.1", 0, backlog=1024)
+        for _ in range(count)
+    ]
+    ports = [s.sockets[0].getsockname()[1] for s in servers]
+    print(json.dumps(ports), flush=True)
+    # The parent stops us; the sleep is the upper bound if it never does.
+    await asyncio.sleep(seconds)
+
+
+def _run_loop(main: Awaitable[object], use_uvloop: bool) -> object:
+    if use_uvloop:
+        import uvloop
+
+        return uvloop.run(main)  # type: ignore[arg-type]
+    return asyncio.run(main)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def target_servers(count: int, lifetime: float) -> Iterator[list[int]]:
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(count), "--serve-seconds", str(lifetime)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = child.stdout.readline() if child.stdout else ""
+        if not line:
+            raise RuntimeError("target servers did not start")
+        yield json.loads(line)
+    finally:
+        child.terminate()
+        try:
+            child.wait(5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(5)
+
+
+# --- phases ------------------------------------------------------------------------------------
+
+
+def report(name: str, done: int, ok: int, seconds: float, latencies: list[float]) -> float:
+    rate = done / seconds if seconds else 0.0
+    latency = ""
+    if latencies:
+        ordered = sorted(latencies)
+        p50 = statistics.median(ordered)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        latency = f"  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+    print(f"{name:<44} {done:>6} in {seconds:6.2f} s = {rate:8.0f}/s  ok {ok}{latency}")
+    return rate
+
+
+async def _workers(total: int, concurrency: int, deadline: float, job: Callable) -> int:
+    """Run job(i) for i < total with `concurrency` workers, stopping at the deadline."""
+    counter = iter(range(total))
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        for i in counter:
+            if time.perf_counter() > deadline:
+                return
+            await job(i)
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
+async def bare_httpx(
+    ports: list[int], total: int, per_host: int, seconds: float, one_pool: bool
+) -> float:
+    """Plain httpx GETs, no engine: the ceiling for anything built on httpx."""
+
+    if one_pool:
+        size = per_host * len(ports)
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        clients = [httpx.AsyncClient(limits=limits, trust_env=False)] * len(ports)
+    else:
+        limits = httpx.Limits(max_connections=per_host, max_keepalive_connections=per_host)
+        clients = [httpx.AsyncClient(limits=limits, trust_env=False) for _ in ports]
+    ok = 0
+
+    async def job(i: int) -> None:
+        nonlocal ok
+        target = i % len(ports)
+        response = await clients[target].get(f"http://127.0.0.1:{ports[target]}/ok")
+        ok += response.status_code == 200
+
+    started = time.perf_counter()
+    try:
+        done = await _workers(total, per_host * len(ports), started + seconds, job)
+    finally:
+        for client in set(clients):
+            await client.aclose()
+    elapsed = time.perf_counter() - started
+    label = "one pool" if one_pool else "one pool per target"
+    return report(f"httpx alone, {label}", done, ok, elapsed, [])
+
+
+async def engine(
+    ports: list[int], total: int, per_host: int, connections: int, seconds: float, label: str
+) -> float:
+    policy = AddressPolicy(allow=[f"127.0.0.1:{p}" for p in ports])
+    assertions = [
+        {"type": "status", "equals": 200},
+        {"type": "json", "path": "$.status", "op": "equals", "value": "ok"},
+    ]
+    specs = [
+        CheckSpec(
+            i, "GET", f"http://127.0.0.1:{ports[i % len(ports)]}/ok", {}, None, 5.0, assertions
+        )
+        for i in range(total)
+    ]
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(seconds):
+            results = await run_checks(
+                specs, policy=policy, per_host_limit=per_host, max_connections=connections
+            )
+    except TimeoutError:
+        print(f"engine ({label}) did not finish within {seconds:g} s", file=sys.stderr)
+        return 0.0
+    elapsed = time.perf_counter() - started
+    ok = sum(r.passed for r in results)
+    errors = {r.error for r in results if r.error}
+    if errors:
+        print(f"  errors: {sorted(errors)[:3]}", file=sys.stderr)
+    latencies = [r.latency_ms for r in results if r.latency_ms is not None]
+    return report(f"engine run_checks ({label})", len(results), ok, elapsed, latencies)
+
+
+@contextlib.contextmanager
+def blackbox_exporter() -> Iterator[int]:
+    with tempfile.TemporaryDirectory() as workdir:
+        config = Path(workdir, "blackbox.yml")
+        config.write_text(
+            "modules:\n"
+            "  http_2xx:\n"
+            "    prober: http\n"
+            "    timeout: 5s\n"
+            "    http:\n"
+            "      preferred_ip_protocol: ip4\n"
+            "      ip_protocol_fallback: false\n"
+            "      valid_status_codes: [200]\n"
+            '      fail_if_body_not_matches_regexp: [\'"status":\\s*"ok"\']\n'
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        child = subprocess.Popen(
+            [
+                BLACKBOX,
+                f"--config.file={config}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=error",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.05)
+            else:
+                raise RuntimeError("blackbox exporter did not start")
+            yield port
+        finally:
+            child.terminate()
+            try:
+                child.wait(5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
+
+
+def _probe_path(target_port: int) -> str:
+    target = urllib.parse.quote(f"http://127.0.0.1:{target_port}/ok", safe="")
+    return f"/probe?target={target}&module=http_2xx"
+
+
+async def blackbox_httpx(
+    bb_port: int, ports: list[int], total: int, concurrency: int, seconds: float
+) -> float:
+    """Probes sent by httpx clients of 4 connections each: httpcore's pool slows down as it
+    grows, so this gives the driver the same small-pool advantage the engine has."""
+
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+    clients = [
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{bb_port}", limits=limits, timeout=10, trust_env=False
+        )
+        for _ in range(max(1, concurrency // 4))
+    ]
+    ok = 0
+    latencies: list[float] = []
+
+    async def job(i: int) -> None:
+        nonlocal ok
+        started = time.perf_counter()
+        response = await clients[i % len(clients)].get(_probe_path(ports[i % len(ports)]))
+        latencies.append((time.perf_counter() - started) * 1000)
+        ok += "\nprobe_success 1" in response.text
+
+    started = time.perf_counter()
+    try:
+        done = await _workers(total, concurrency, started + seconds, job)
+    finally:
+        for client in clients:
+            await client.aclose()
+    elapsed = time.perf_counter() - started
+    return report(f"blackbox exporter, httpx driver x{concurrency}", done, ok, elapsed, latencies)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        parts.append(await reader.readexactly(size + 2))
+        if size == 0:
+            return b"".join(parts)
+
+
+async def blackbox_raw(
+    bb_port: int, ports: list[int], total: int, concurrency: int, seconds: float
+) -> float:
+    """The same probes through a minimal keep-alive client, to find the exporter's ceiling."""
+    ok = 0
+
+    counter = iter(range(total))
+
+    async def connection(deadline: float) -> int:
+        nonlocal ok
+        reader, writer = await asyncio.open_connection("127.0.0.1", bb_port)
+        done = 0
+        try:
+            for i in counter:
+                if time.perf_counter() > deadline:
+                    break
+                path = _probe_path(ports[i % len(ports)])
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                if b"transfer-encoding: chunked" in head:
+                    body = await _read_chunked(reader)
+                else:
+                    length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+                    body = await reader.readexactly(length)
+                ok += b"\nprobe_success 1" in body
+                done += 1
+        finally:
+            writer.close()
+        return done
+
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(connection(started + seconds) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return report(f"blackbox exporter, raw driver x{concurrency}", sum(counts), ok, elapsed, [])
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--targets", type=int, default=4)
+    parser.add_argument("--checks", type=int, default=20_000, help="checks in the final runs")
+    parser.add_argument("--probes", type=int, default=20_000, help="probes in the final runs")
+    parser.add_argument("--sweep", type=int, default=4_000, help="requests per sweep setting")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved final rounds")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--phase-seconds", type=float, default=60.0)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-seconds", type=float, default=600.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.serve:
+        with contextlib.suppress(KeyboardInterrupt):
+            _run_loop(_serve(args.serve, args.serve_seconds), use_uvloop=_has_uvloop())
+        return 0
+
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.targets} targets")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    if not Path(BLACKBOX).exists():
+        print(f"{BLACKBOX} missing: apt-get install -y prometheus-blackbox-exporter")
+        return 1
+    phase = args.phase_seconds
+    rounds = max(1, args.rounds)
+    # Every phase is bounded by `phase` seconds: 4 + 2 + 5 + 4 sweeps, then 4 per round.
+    with target_servers(args.targets, phase * (15 + 4 * rounds) + 60) as ports:
+        print("-- sweep: engine per-host limit (asyncio)")
+        sweep = {
+            per_host: _run_loop(
+                engine(
+                    ports, args.sweep, per_host, args.connections, phase, f"per-host {per_host}"
+                ),
+                False,
+            )
+            for per_host in (1, 2, 4, 8)
+        }
+        per_host = max(sweep, key=sweep.__getitem__)
+        print(f"-- bare httpx at per-host {per_host}, for reference")
+        for one_pool in (True, False):
+            _run_loop(bare_httpx(ports, args.sweep, per_host, phase, one_pool), False)
+        with blackbox_exporter() as bb_port:
+            print("-- sweep: blackbox exporter, httpx driver concurrency (uvloop)")
+            bb_sweep = {
+                conc: _run_loop(
+                    blackbox_httpx(bb_port, ports, args.sweep, conc, phase), _has_uvloop()
+                )
+                for conc in (2, 4, 8, 16, 32)
+            }
+            conc = max(bb_sweep, key=bb_sweep.__getitem__)
+            print("-- sweep: blackbox exporter, raw driver concurrency")
+            raw_sweep = {
+                raw: _run_loop(blackbox_raw(bb_port, ports, args.sweep, raw, phase), False)
+                for raw in (4, 8, 16, 32)
+            }
+            raw = max(raw_sweep, key=raw_sweep.__getitem__)
+
+            # The machine may be shared; interleaving the contenders round by round spreads any
+            # outside load over all of them instead of landing on one.
+            checks, probes = args.checks // rounds, args.probes // rounds
+            print(
+                f"-- final: {rounds} interleaved rounds of {checks} checks / {probes} probes"
+                f" (per-host {per_host}, httpx driver x{conc}, raw driver x{raw})"
+            )
+            rates: dict[str, list[float]] = {}
+            for _ in range(rounds):
+                rates.setdefault("ours, asyncio", []).append(
+                    _run_loop(
+                        engine(ports, checks, per_host, args.connections, phase, "asyncio"),
+                        False,
+                    )
+                )
+                if _has_uvloop():
+                    rates.setdefault("ours, uvloop", []).append(
+                        _run_loop(
+                            engine(ports, checks, per_host, args.connections, phase, "uvloop"),
+                            True,
+                        )
+                    )
+                rates.setdefault("blackbox, httpx driver", []).append(
+                    _run_loop(blackbox_httpx(bb_port, ports, probes, conc, phase), _has_uvloop())
+                )
+                rates.setdefault("blackbox, raw driver", []).append(
+                    _run_loop(blackbox_raw(bb_port, ports, probes, raw, phase), False)
+                )
+
+    # Equal work per round, so the overall rate is the harmonic mean of the round rates.
+    overall = {
+        name: len(values) / sum(1 / v for v in values) if all(values) else 0.0
+        for name, values in rates.items()
+    }
+    print()
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    for name, rate in overall.items():
+        print(f"{name:<26} {rate:8.0f}/s")
+    theirs, theirs_raw = overall["blackbox, httpx driver"], overall["blackbox, raw driver"]
+    for name in [n for n in overall if n.startswith("ours")]:
+        print(f"{name} / blackbox, httpx driver = {overall[name] / theirs:5.2f}")
+        print(f"{name} / blackbox, raw driver   = {overall[name] / theirs_raw:5.2f}")
+    return 0
+
+
+def _has_uvloop() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

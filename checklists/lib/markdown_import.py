@@ -1,0 +1,759 @@
+"""Parse a Markdown deployment runbook into sections, checklist items and commands.
+
+The parser follows what GitHub renders, because that is what the team sees when it reviews a
+runbook: markdown-it builds the block structure (lists, fences, HTML blocks, front matter) and
+a walk over its token stream picks out task-list items and fenced code. Source line ranges of
+the tokens (``token.map``) give back everything else verbatim as section notes and item details.
+
+Conventions recognised on top of plain Markdown:
+
+* severity words in a heading or an item (NO-GO / NO GO / CRITICAL, CONDITIONAL, WARNING, and
+  the emoji 🛑 ⛔ ⚠️) set the item's severity; a heading's severity reaches every item beneath it;
+* time phases (``T-2 hours``, ``T-0``, ``T+15 minutes``, ``T-30m``, ``T-1 day``) in a heading or
+  an item set the due offset in minutes relative to the planned start;
+* a trailing ``[severity: warning]`` / ``[due: T-30 minutes]`` on an item or heading states the
+  value explicitly (the exporter writes these when the text alone would say something else) and
+  is removed from the text;
+* a sign-off / approval section lists roles as ``Role: ____ Date: ____`` lines.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import textwrap
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from mdit_py_plugins.front_matter import front_matter_plugin
+
+from .mojibake import repair_mojibake
+
+__all__ = [
+    "MAX_RUNBOOK_BYTES",
+    "SEVERITIES",
+    "Command",
+    "ParsedItem",
+    "ParsedRunbook",
+    "ParsedSection",
+    "RunbookImportError",
+    "decode_upload",
+    "due_offset_in_text",
+    "format_due_offset",
+    "is_signoff_title",
+    "parse_runbook",
+    "severity_in_text",
+    "signoff_roles_in_sections",
+    "strip_markers",
+]
+
+MAX_RUNBOOK_BYTES = 1_048_576
+
+SEVERITY_NONE = "none"
+SEVERITY_WARNING = "warning"
+SEVERITY_CONDITIONAL = "conditional"
+SEVERITY_NO_GO = "no-go"
+# Ordered from harmless to blocking: when a text carries several words, the strongest wins.
+SEVERITIES = (SEVERITY_NONE, SEVERITY_WARNING, SEVERITY_CONDITIONAL, SEVERITY_NO_GO)
+
+
+class RunbookImportError(ValueError):
+    """The text cannot be imported as a runbook; the message says why, for the uploader."""
+
+
+@dataclass
+class Command:
+    language: str
+    code: str
+
+
+@dataclass
+class ParsedItem:
+    text: str
+    details: str = ""
+    severity: str = SEVERITY_NONE
+    due_offset_minutes: int | None = None
+    pre_checked: bool = False
+    commands: list[Command] = field(default_factory=list)
+    children: list[ParsedItem] = field(default_factory=list)
+
+    def iter_items(self) -> Iterator[ParsedItem]:
+        """This item and all its sub-items, depth first in document order."""
+        yield self
+        for child in self.children:
+            yield from child.iter_items()
+
+
+@dataclass
+class ParsedSection:
+    title: str
+    level: int
+    notes: str = ""
+    commands: list[Command] = field(default_factory=list)
+    items: list[ParsedItem] = field(default_factory=list)
+    children: list[ParsedSection] = field(default_factory=list)
+    severity: str = SEVERITY_NONE
+    due_offset_minutes: int | None = None
+
+    def iter_sections(self) -> Iterator[ParsedSection]:
+        yield self
+        for child in self.children:
+            yield from child.iter_sections()
+
+    def iter_items(self) -> Iterator[ParsedItem]:
+        """Items of this section only (sub-items included, subsections excluded)."""
+        for item in self.items:
+            yield from item.iter_items()
+
+
+@dataclass
+class ParsedRunbook:
+    title: str
+    sections: list[ParsedSection] = field(default_factory=list)
+    signoff_roles: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def iter_sections(self) -> Iterator[ParsedSection]:
+        for section in self.sections:
+            yield from section.iter_sections()
+
+    def iter_items(self) -> Iterator[ParsedItem]:
+        for section in self.iter_sections():
+            yield from section.iter_items()
+
+    def iter_commands(self) -> Iterator[Command]:
+        for section in self.iter_sections():
+            yield from section.commands
+            for item in section.iter_items():
+                yield from item.commands
+
+    def section_count(self) -> int:
+        return sum(1 for _ in self.iter_sections())
+
+    def item_count(self) -> int:
+        return sum(1 for _ in self.iter_items())
+
+    def command_count(self) -> int:
+        return sum(1 for _ in self.iter_commands())
+
+    def checked_count(self) -> int:
+        return sum(1 for item in self.iter_items() if item.pre_checked)
+
+    def gate_counts(self) -> dict[str, int]:
+        counts = {"no_go": 0, "conditional": 0, "warning": 0}
+        for item in self.iter_items():
+            key = item.severity.replace("-", "_")
+            if key in counts:
+                counts[key] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ParsedRunbook:
+        """Build from the shape ``to_dict`` produces (e.g. a preview stored as JSON)."""
+        return cls(
+            title=str(data.get("title") or ""),
+            sections=[_section_from_dict(s) for s in data.get("sections") or ()],
+            signoff_roles=[str(r) for r in data.get("signoff_roles") or ()],
+            warnings=[str(w) for w in data.get("warnings") or ()],
+        )
+
+
+def _commands_from_dicts(rows: Any) -> list[Command]:
+    return [
+        Command(language=str(c.get("language") or ""), code=str(c.get("code") or ""))
+        for c in rows or ()
+    ]
+
+
+def _item_from_dict(data: Mapping[str, Any]) -> ParsedItem:
+    return ParsedItem(
+        text=str(data.get("text") or ""),
+        details=str(data.get("details") or ""),
+        severity=str(data.get("severity") or SEVERITY_NONE),
+        due_offset_minutes=data.get("due_offset_minutes"),
+        pre_checked=bool(data.get("pre_checked")),
+        commands=_commands_from_dicts(data.get("commands")),
+        children=[_item_from_dict(c) for c in data.get("children") or ()],
+    )
+
+
+def _section_from_dict(data: Mapping[str, Any]) -> ParsedSection:
+    return ParsedSection(
+        title=str(data.get("title") or ""),
+        level=int(data.get("level") or 0),
+        notes=str(data.get("notes") or ""),
+        commands=_commands_from_dicts(data.get("commands")),
+        items=[_item_from_dict(i) for i in data.get("items") or ()],
+        children=[_section_from_dict(c) for c in data.get("children") or ()],
+        severity=str(data.get("severity") or SEVERITY_NONE),
+        due_offset_minutes=data.get("due_offset_minutes"),
+    )
+
+
+# --- words and phases -----------------------------------------------------------------------
+
+# "No go-live today" is not a gate, hence the lookarounds that refuse a hyphenated word.
+_SEVERITY_PATTERNS = (
+    (SEVERITY_NO_GO, re.compile(r"(?<![\w-])(?:no[\s_-]?go|critical)(?![\w-])|🛑|⛔", re.I)),
+    (SEVERITY_CONDITIONAL, re.compile(r"(?<![\w-])conditional(?![\w-])", re.I)),
+    (SEVERITY_WARNING, re.compile(r"(?<![\w-])warning(?![\w-])|⚠", re.I)),
+)
+
+
+def severity_in_text(text: str) -> str:
+    """The strongest severity word in ``text``, or ``"none"``."""
+    for severity, pattern in _SEVERITY_PATTERNS:
+        if pattern.search(text):
+            return severity
+    return SEVERITY_NONE
+
+
+_UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440, "w": 10080}
+# A capital T right before the sign keeps "PORT-1" or "t-shirt" from counting.
+_PHASE = re.compile(
+    r"(?<![\w])T\s?([+\-−–])\s?(\d{1,5})"
+    r"(?:\s?(?i:(minutes?|mins?|m|hours?|hrs?|h|days?|d|weeks?|w)))?(?![\w])"
+)
+
+
+def due_offset_in_text(text: str) -> int | None:
+    """Signed minutes of the first time phase (``T-2 hours``) in ``text``, or None."""
+    match = _PHASE.search(text)
+    if match is None:
+        return None
+    sign, amount, unit = match.groups()
+    minutes = int(amount) * _UNIT_MINUTES[(unit or "m")[0].lower()]
+    return minutes if sign == "+" else -minutes
+
+
+def format_due_offset(minutes: int) -> str:
+    """The phase notation ``due_offset_in_text`` reads back: ``T-2 hours``, ``T+15 minutes``."""
+    if minutes == 0:
+        return "T-0"
+    sign = "+" if minutes > 0 else "-"
+    amount = abs(minutes)
+    for size, unit in ((1440, "day"), (60, "hour")):
+        if amount % size == 0:
+            count = amount // size
+            return f"T{sign}{count} {unit}{'' if count == 1 else 's'}"
+    return f"T{sign}{amount} minute{'' if amount == 1 else 's'}"
+
+
+_MARKER = re.compile(r"\s*\[(severity|due):\s*([^\[\]]*?)\s*\]\s*$", re.I)
+_NO_DUE = "none"
+
+
+@dataclass
+class _Markers:
+    severity: str | None = None
+    has_due: bool = False
+    due: int | None = None
+
+
+def strip_markers(text: str) -> tuple[str, _Markers]:
+    """Remove trailing ``[severity: …]`` / ``[due: …]`` markers and return what they said."""
+    markers = _Markers()
+    while True:
+        match = _MARKER.search(text)
+        if match is None:
+            return text, markers
+        kind, value = match.group(1).lower(), match.group(2).strip().lower()
+        if kind == "severity" and value in SEVERITIES and markers.severity is None:
+            markers.severity = value
+        elif kind == "due" and not markers.has_due:
+            if value == _NO_DUE:
+                markers.has_due, markers.due = True, None
+            elif (due := due_offset_in_text(match.group(2).strip())) is not None:
+                markers.has_due, markers.due = True, due
+            else:
+                return text, markers
+        else:
+            return text, markers
+        text = text[: match.start()]
+
+
+_SIGNOFF_TITLE = re.compile(r"sign[\s-]?off|approval", re.I)
+
+
+def is_signoff_title(title: str) -> bool:
+    return _SIGNOFF_TITLE.search(title) is not None
+
+
+# --- decoding and sanity checks ------------------------------------------------------------
+
+_NON_TEXT = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufffd]")
+_NON_TEXT_SAMPLE = 65_536
+# Real runbooks carry at most a stray control character; a few percent means a binary file
+# (an image, a PDF, a zip) was uploaded by mistake.
+_NON_TEXT_RATIO = 0.05
+
+
+def _refuse_binary_text(text: str) -> None:
+    if "\x00" in text:
+        raise RunbookImportError(
+            "This looks like a binary file (it contains NUL bytes), not Markdown."
+        )
+    sample = text[:_NON_TEXT_SAMPLE]
+    if sample and len(_NON_TEXT.findall(sample)) > len(sample) * _NON_TEXT_RATIO:
+        raise RunbookImportError("This looks like a binary file, not Markdown text.")
+
+
+def _refuse_too_large(size: int) -> None:
+    if size > MAX_RUNBOOK_BYTES:
+        raise RunbookImportError(
+            f"The runbook is {size:,} bytes; the limit is {MAX_RUNBOOK_BYTES:,} bytes (1 MiB)."
+        )
+
+
+def decode_upload(data: bytes) -> str:
+    """Decode an uploaded file: UTF-8 (with or without BOM), else Windows-1252."""
+    _refuse_too_large(len(data))
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        # UTF-16 is full of NUL bytes, so it has to be recognised before the binary check.
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise RunbookImportError(
+                "The file claims to be UTF-16 but is not valid UTF-16."
+            ) from exc
+        _refuse_binary_text(text)
+        return text
+    if b"\x00" in data:
+        raise RunbookImportError(
+            "This looks like a binary file (it contains NUL bytes), not Markdown."
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError as exc:
+            raise RunbookImportError(
+                "The file is neither UTF-8 nor Windows-1252 text; save it as UTF-8 and retry."
+            ) from exc
+    _refuse_binary_text(text)
+    return text
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def _build_markdown() -> MarkdownIt:
+    md = MarkdownIt("commonmark").enable("table").use(front_matter_plugin)
+    # Only block structure matters here: item texts and titles are kept as Markdown source,
+    # and skipping inline parsing saves a good share of the time on large runbooks.
+    md.disable("inline")
+    return md
+
+
+_MARKDOWN = _build_markdown()
+
+# GitHub renders a checkbox only when the marker is followed by whitespace and then text.
+_TASK_MARKER = re.compile(r"\[([ \txX])\][ \t\n\v\f\r]+(?=\S)")
+_TASK_LINE = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+\[[ xX]\]\s+\S", re.M)
+
+# Sign-off lines: "Backend Engineer: ____ Date: ____", "**Security Review**: ___",
+# optionally as list or task items.
+_LINE_PREFIX = re.compile(r"^\s*(?:>\s*)*(?:(?:[-*+]|\d{1,9}[.)])\s+)?(?:\[[ xX]\]\s+)?")
+_ROLE_LINE = re.compile(r"^(?P<label>[^:\n]{1,80}?)\s*:\s*(?:\*\*|\*|__)?\s*_{3,}")
+# "Deployment Date: ____" or "Approved By: ____" are fields of the form, not roles to sign.
+_FIELD_LABEL_END = re.compile(
+    r"(?:^|\s)(?:date|by|time|signature|signed|name|when|on|at|version)$", re.I
+)
+
+
+class _Mark:
+    """Sentinel owners for source lines that belong to no section or item body."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+_HEADING = _Mark("heading")
+_FENCE = _Mark("fence")
+_ITEM_TEXT = _Mark("item text")
+_FRONT_MATTER = _Mark("front matter")
+
+
+@dataclass
+class _RawItem:
+    item: ParsedItem
+    markers: _Markers
+
+
+@dataclass
+class _RawSection:
+    section: ParsedSection
+    markers: _Markers
+    start: int
+    end: int = -1
+
+
+class _TreeBuilder:
+    """One pass over markdown-it's tokens; every source line gets exactly one owner."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.owner: list[object | None] = [None] * len(lines)
+        self.root = _RawSection(ParsedSection(title="", level=0), _Markers(), start=0)
+        self.current = self.root
+        self.top_level: list[ParsedSection] = []
+        self.open_headings: list[_RawSection] = []
+        self.raw_sections: list[_RawSection] = [self.root]
+        self.section_markers: dict[int, _Markers] = {id(self.root.section): self.root.markers}
+        self.raw_items: dict[int, _RawItem] = {}
+        self.front_matter = ""
+        self.hidden_task_lines = 0
+        self.first_heading_title: str | None = None
+        self.first_h1_title: str | None = None
+
+    def claim(self, token: Token, owner: object) -> None:
+        if token.map is None:
+            return
+        start, end = token.map
+        self.owner[start:end] = [owner] * (end - start)
+
+    def build(self, tokens: list[Token]) -> None:
+        # Open list items, innermost last; the task item is None for plain bullets.
+        list_items: list[ParsedItem | None] = []
+        for index, token in enumerate(tokens):
+            kind = token.type
+            if token.level == 0 and token.nesting != -1 and kind != "heading_open":
+                if kind == "front_matter":
+                    self.front_matter = token.content
+                    self.claim(token, _FRONT_MATTER)
+                    continue
+                self.claim(token, self.current.section)
+            if kind == "heading_open" and token.level == 0:
+                self.open_section(token, tokens[index + 1].content)
+            elif kind == "list_item_open":
+                item = self.open_item(tokens, index, list_items)
+                list_items.append(item)
+            elif kind == "list_item_close":
+                list_items.pop()
+            elif kind == "fence":
+                self.add_command(token, list_items)
+            elif kind == "html_block":
+                self.hidden_task_lines += len(_TASK_LINE.findall(token.content))
+        self.current.end = len(self.lines)
+
+    def open_section(self, token: Token, content: str) -> None:
+        assert token.map is not None
+        self.claim(token, _HEADING)
+        self.current.end = token.map[0]
+        # Setext headings may span lines; a title is one line.
+        raw_title = " ".join(part.strip() for part in content.split("\n")).strip()
+        title, markers = strip_markers(raw_title)
+        level = int(token.tag[1])
+        section = ParsedSection(title=title, level=level)
+        if self.first_heading_title is None:
+            self.first_heading_title = title
+        if level == 1 and self.first_h1_title is None:
+            self.first_h1_title = title
+        while self.open_headings and self.open_headings[-1].section.level >= level:
+            self.open_headings.pop()
+        if self.open_headings:
+            self.open_headings[-1].section.children.append(section)
+        else:
+            self.top_level.append(section)
+        raw = _RawSection(section, markers, start=token.map[1])
+        self.section_markers[id(section)] = markers
+        self.open_headings.append(raw)
+        self.raw_sections.append(raw)
+        self.current = raw
+
+    def open_item(
+        self, tokens: list[Token], index: int, list_items: list[ParsedItem | None]
+    ) -> ParsedItem | None:
+        if index + 2 >= len(tokens) or tokens[index + 1].type != "paragraph_open":
+            return None
+        paragraph = tokens[index + 2].content
+        match = _TASK_MARKER.match(paragraph)
+        if match is None:
+            return None
+        body = " ".join(line.strip() for line in paragraph[match.end() :].split("\n"))
+        text, markers = strip_markers(body.strip())
+        item = ParsedItem(text=text, pre_checked=match.group(1) in "xX")
+        self.raw_items[id(item)] = _RawItem(item, markers)
+        parent = next((i for i in reversed(list_items) if i is not None), None)
+        if parent is not None:
+            parent.children.append(item)
+        else:
+            self.current.section.items.append(item)
+        self.claim(tokens[index], item)
+        self.claim(tokens[index + 1], _ITEM_TEXT)
+        return item
+
+    def add_command(self, token: Token, list_items: list[ParsedItem | None]) -> None:
+        self.claim(token, _FENCE)
+        info = token.info.strip()
+        command = Command(
+            language=info.split(maxsplit=1)[0] if info else "",
+            code=token.content.removesuffix("\n"),
+        )
+        enclosing = next((i for i in reversed(list_items) if i is not None), None)
+        section = self.current.section
+        if enclosing is not None:
+            enclosing.commands.append(command)
+        elif section.items:
+            # A command right after a checklist belongs to the step it follows.
+            section.items[-1].commands.append(command)
+        else:
+            section.commands.append(command)
+
+    def owned_lines(self) -> dict[int, list[int]]:
+        owned: dict[int, list[int]] = {}
+        for number, owner in enumerate(self.owner):
+            if owner is not None and not isinstance(owner, _Mark):
+                owned.setdefault(id(owner), []).append(number)
+        return owned
+
+    def render(self, numbers: list[int]) -> str:
+        out: list[str] = []
+        previous = None
+        gap_blank = False
+        for number in numbers:
+            line = self.lines[number]
+            # Lines taken out for items or commands leave a gap; a blank line keeps the
+            # blocks on either side from running into each other.
+            if previous is not None and number != previous + 1 and out and out[-1].strip():
+                out.append("")
+                gap_blank = True
+            previous = number
+            if gap_blank and not line.strip():
+                continue
+            gap_blank = False
+            out.append(line)
+        while out and not out[-1].strip():
+            out.pop()
+        while out and not out[0].strip():
+            out.pop(0)
+        return "\n".join(out)
+
+
+def _apply_inheritance(
+    builder: _TreeBuilder,
+    section: ParsedSection,
+    markers: _Markers,
+    inherited_severity: str,
+    inherited_due: int | None,
+) -> None:
+    section.severity = _own_severity(section.title, markers) or inherited_severity
+    section.due_offset_minutes = _own_due(section.title, markers, inherited_due)
+    for item in section.items:
+        _apply_item_inheritance(builder, item, section.severity, section.due_offset_minutes)
+    for child in section.children:
+        _apply_inheritance(
+            builder,
+            child,
+            builder.section_markers[id(child)],
+            section.severity,
+            section.due_offset_minutes,
+        )
+
+
+def _own_severity(text: str, markers: _Markers) -> str | None:
+    if markers.severity is not None:
+        return markers.severity
+    found = severity_in_text(text)
+    return None if found == SEVERITY_NONE else found
+
+
+def _own_due(text: str, markers: _Markers, inherited: int | None) -> int | None:
+    if markers.has_due:
+        return markers.due
+    found = due_offset_in_text(text)
+    return inherited if found is None else found
+
+
+def _apply_item_inheritance(
+    builder: _TreeBuilder, item: ParsedItem, inherited_severity: str, inherited_due: int | None
+) -> None:
+    markers = builder.raw_items[id(item)].markers
+    # Sub-steps of a NO-GO step are part of that gate, so they inherit like items under a heading.
+    item.severity = _own_severity(item.text, markers) or inherited_severity
+    item.due_offset_minutes = _own_due(item.text, markers, inherited_due)
+    for child in item.children:
+        _apply_item_inheritance(builder, child, item.severity, item.due_offset_minutes)
+
+
+def _unique_roles(lines: Iterable[str]) -> list[str]:
+    roles: list[str] = []
+    seen: set[str] = set()
+    for line in lines:
+        role = _role_from_line(line)
+        if role and role.casefold() not in seen:
+            seen.add(role.casefold())
+            roles.append(role)
+    return roles
+
+
+def _signoff_section_ids(sections: Iterable[ParsedSection]) -> set[int]:
+    ids: set[int] = set()
+    for top in sections:
+        for section in top.iter_sections():
+            if id(section) not in ids and is_signoff_title(section.title):
+                ids.update(id(s) for s in section.iter_sections())
+    return ids
+
+
+def _signoff_roles(builder: _TreeBuilder) -> list[str]:
+    signoff_ids = _signoff_section_ids(raw.section for raw in builder.raw_sections)
+    skipped = (_FENCE, _HEADING, _FRONT_MATTER)
+    return _unique_roles(
+        builder.lines[number]
+        for raw in builder.raw_sections
+        if id(raw.section) in signoff_ids
+        for number in range(raw.start, raw.end)
+        if not any(builder.owner[number] is mark for mark in skipped)
+    )
+
+
+def _item_lines(item: ParsedItem) -> Iterator[str]:
+    yield item.text
+    yield from item.details.split("\n")
+    for child in item.children:
+        yield from _item_lines(child)
+
+
+def signoff_roles_in_sections(sections: list[ParsedSection]) -> list[str]:
+    """The roles a tree's sign-off sections spell out, in the order an export writes them.
+
+    The exporter uses this to know which roles still need a sign-off section of their own.
+    """
+    signoff_ids = _signoff_section_ids(sections)
+
+    def lines() -> Iterator[str]:
+        for top in sections:
+            for section in top.iter_sections():
+                if id(section) not in signoff_ids:
+                    continue
+                yield from section.notes.split("\n")
+                for item in section.items:
+                    yield from _item_lines(item)
+
+    return _unique_roles(lines())
+
+
+def _role_from_line(line: str) -> str | None:
+    body = _LINE_PREFIX.sub("", line, count=1)
+    match = _ROLE_LINE.match(body)
+    if match is None:
+        return None
+    label = match.group("label").strip().strip("*_`").strip()
+    if not label or not any(c.isalpha() for c in label) or _FIELD_LABEL_END.search(label):
+        return None
+    return label
+
+
+def _front_matter_title(front_matter: str) -> str | None:
+    for line in front_matter.splitlines():
+        match = re.match(r"title:\s*(.*?)\s*$", line)
+        if match is None:
+            continue
+        value = match.group(1)
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            try:
+                return str(json.loads(value))
+            except ValueError:
+                return value[1:-1]
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            return value[1:-1].replace("''", "'")
+        return value or None
+    return None
+
+
+def _title_from_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return re.sub(r"\.(?:md|markdown|txt)$", "", base, flags=re.I) or None
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # A 1 MiB runbook becomes a few hundred thousand tokens, none of them in reference cycles;
+    # the cyclic collector would rescan them over and over and nearly double the parse time.
+    # Only the thread that switched it off switches it back on, so overlapping parses are fine.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def parse_runbook(text: str, name: str | None = None) -> ParsedRunbook:
+    """Parse Markdown ``text`` into a runbook tree; ``name`` (e.g. the file name) is the
+    fallback title. Raises RunbookImportError when the text cannot be a runbook."""
+    _refuse_too_large(len(text.encode("utf-8", errors="surrogatepass")))
+    _refuse_binary_text(text)
+    if not text.strip():
+        raise RunbookImportError("The runbook is empty.")
+    with _gc_paused():
+        return _parse(text, name)
+
+
+def _parse(text: str, name: str | None) -> ParsedRunbook:
+    warnings: list[str] = []
+    text = text.removeprefix("\ufeff")
+    repaired = repair_mojibake(text)
+    if repaired != text:
+        warnings.append("Repaired characters that had been decoded with the wrong encoding.")
+    source = repaired.replace("\r\n", "\n").replace("\r", "\n")
+
+    builder = _TreeBuilder(source.split("\n"))
+    builder.build(_MARKDOWN.parse(source))
+
+    root = builder.root.section
+    owned = builder.owned_lines()
+    for raw in builder.raw_sections:
+        raw.section.notes = builder.render(owned.get(id(raw.section), []))
+    for raw_item in builder.raw_items.values():
+        details = builder.render(owned.get(id(raw_item.item), []))
+        raw_item.item.details = textwrap.dedent(details).strip("\n")
+
+    sections = list(builder.top_level)
+    if root.notes.strip() or root.items or root.commands:
+        sections.insert(0, root)
+    for section in sections:
+        _apply_inheritance(
+            builder, section, builder.section_markers[id(section)], SEVERITY_NONE, None
+        )
+
+    if not builder.top_level and not builder.raw_items:
+        raise RunbookImportError(
+            "Nothing to import: the text has no headings and no task-list lines (- [ ] …)."
+        )
+
+    roles = _signoff_roles(builder)
+    for raw in builder.raw_sections:
+        if is_signoff_title(raw.section.title) and not roles:
+            warnings.append(
+                f"Section “{raw.section.title}” looks like a sign-off but has no "
+                "“Role: ____” lines; no sign-off roles were imported."
+            )
+            break
+    if builder.hidden_task_lines:
+        warnings.append(
+            f"{builder.hidden_task_lines} task line(s) inside HTML blocks or comments were not "
+            "imported, because GitHub does not render them as checkboxes either."
+        )
+
+    title = (
+        _front_matter_title(builder.front_matter)
+        or builder.first_h1_title
+        or _title_from_name(name)
+        or builder.first_heading_title
+        or "Untitled runbook"
+    )
+    return ParsedRunbook(title=title, sections=sections, signoff_roles=roles, warnings=warnings)

@@ -1,0 +1,48 @@
+"""Demo data for deployment jobs: Acme Shop's staging and production point at the simulated
+cluster that the demo's Procfile starts (``manage.py simcluster --port 8001 --seed-project
+acme-shop``), and every service runs the previous release, 1.3.0, in both. Idempotent, and
+silent on a second run (it writes no event when nothing changes)."""
+
+from __future__ import annotations
+
+import os
+
+from .models import DeployedVersion, DeployTarget
+
+SIM_URL = os.environ.get("SIMCLUSTER_URL", "http://127.0.0.1:8001")
+BASELINE_VERSION = "1.3.0"
+IMAGE = "registry.acme.example/{service}:{version}"
+
+
+def namespace_for(environment) -> str:  # noqa: ANN001
+    return f"{environment.project.slug}-{environment.name}"
+
+
+def seed(project) -> None:  # noqa: ANN001
+    host_port = SIM_URL.split("://", 1)[-1].rstrip("/")
+    for environment in project.environments.all():
+        # Bootstrap data written directly, like the core's seed: there is no admin actor yet.
+        DeployTarget.objects.get_or_create(
+            environment=environment,
+            defaults={
+                "strategy": DeployTarget.Strategy.KUBERNETES,
+                "api_url": SIM_URL,
+                # The simulated cluster takes any token; a real one is stored the same way.
+                "bearer_token": "demo-cluster-token",
+                "namespace": namespace_for(environment),
+                "health_url_template": SIM_URL + "/_services/{namespace}/{deployment}",
+                "verify_allow_list": host_port,
+                "verify_timeout_seconds": 30,
+                "rollout_timeout_seconds": 120,
+            },
+        )
+        for service in project.services.all():
+            DeployedVersion.objects.get_or_create(
+                environment=environment,
+                service=service,
+                defaults={
+                    "version": BASELINE_VERSION,
+                    "image": IMAGE.format(service=service.name, version=BASELINE_VERSION),
+                    "revision": "1",
+                },
+            )

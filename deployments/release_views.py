@@ -1,0 +1,442 @@
+"""Release pages: list, create, the release page with its live decision, and policy editing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Max, Prefetch
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.template import TemplateDoesNotExist
+from django.template.loader import get_template
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from checklists.selectors import run_progress as progress_of
+from releasecenter.access import object_for, project_for
+from releasecenter.models import AuditEvent, Membership
+from releasecenter.services import Conflict
+
+from . import release_forms as forms
+from . import services
+from .decision import evaluate, gather_release
+from .models import FollowUp, Release, ReleaseTarget, Signoff, TimeWindow
+
+PAGE_SIZE = 25
+
+
+def _release_for(request, slug: str, release_id: int):  # noqa: ANN001, ANN202
+    release, membership = object_for(
+        request.user, Release.objects.select_related("project", "created_by"), pk=release_id
+    )
+    if release.project.slug != slug:
+        raise Http404
+    request.project = release.project
+    return release, membership
+
+
+def _errors(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return " ".join(exc.messages)
+    return str(exc)
+
+
+@login_required
+@require_GET
+def release_list(request, slug: str):  # noqa: ANN001, ANN201
+    project, membership = project_for(request.user, slug)
+    request.project = project
+    form = forms.ReleaseFilterForm(request.GET or None)
+    releases = Release.objects.filter(project=project).select_related("created_by")
+    if form.is_valid():
+        if form.cleaned_data["environment"]:
+            releases = releases.filter(targets__environment__name=form.cleaned_data["environment"])
+        if form.cleaned_data["status"]:
+            releases = releases.filter(targets__status=form.cleaned_data["status"])
+    releases = releases.distinct().prefetch_related(
+        Prefetch("targets", queryset=ReleaseTarget.objects.select_related("environment"))
+    )
+    page = Paginator(releases, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "deployments/release_list.html",
+        {
+            "project": project,
+            "membership": membership,
+            "page": page,
+            "filter_form": form,
+            "environments": project.environments.all(),
+            "query": query.urlencode(),
+            "can_create": membership.has_role(Membership.Role.ENGINEER),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def release_new(request, slug: str):  # noqa: ANN001, ANN201
+    project, membership = project_for(request.user, slug, Membership.Role.ENGINEER)
+    request.project = project
+    form = forms.ReleaseForm(request.POST or None, project=project)
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        chosen = data.pop("environments")
+        try:
+            release = services.create_release(
+                request.user,
+                membership,
+                **data,
+                environments=[e.name for e in chosen] if chosen else None,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc.messages)
+        except Conflict as exc:
+            form.add_error("version", str(exc))
+        else:
+            messages.success(request, f"Release {release.version} created.")
+            return redirect("release-detail", slug=slug, release_id=release.pk)
+    return render(
+        request,
+        "deployments/release_form.html",
+        {"project": project, "form": form, "title": "New release"},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def release_edit(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
+    release, membership = _release_for(request, slug, release_id)
+    form = forms.ReleaseEditForm(request.POST or None, instance=release)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.update_release(request.user, membership, release, **form.cleaned_data)
+        except (ValidationError, PermissionDenied) as exc:
+            form.add_error(None, _errors(exc))
+        except Conflict as exc:
+            form.add_error("version", str(exc))
+        else:
+            messages.success(request, "Release updated.")
+            return redirect("release-detail", slug=slug, release_id=release.pk)
+    return render(
+        request,
+        "deployments/release_form.html",
+        {
+            "project": release.project,
+            "form": form,
+            "release": release,
+            "title": f"Edit release {release.version}",
+        },
+    )
+
+
+def _deploy_button_template() -> str | None:
+    try:
+        get_template("deployments/_deploy_button.html")
+    except TemplateDoesNotExist:
+        return None
+    return "deployments/_deploy_button.html"
+
+
+def _column(target: ReleaseTarget, snapshot, membership: Membership, now, run_progress):  # noqa: ANN001, ANN202
+    """Everything one environment's column shows, from one snapshot."""
+    decision = evaluate(snapshot, now)
+    signoffs = [s for s in target.signoffs.all()]
+    roles = []
+    for role in snapshot.roles:
+        roles.append(
+            {
+                "role": role.role,
+                "quorum": role.quorum,
+                "count": len(role.approvals),
+                "signoffs": [s for s in signoffs if s.role == role.role],
+                "can_sign": role.role in (membership.signoff_capacities or []),
+            }
+        )
+    mine = next((s for s in signoffs if s.user_id == membership.user_id and s.active), None)
+    runs = list(target.runs.all())
+    gate_codes = {"gate_no_go", "gate_conditional", "gate_warning"}
+    return {
+        "target": target,
+        "decision": decision,
+        # Gate blockers are listed once, under Gates; the reasons list names the rest.
+        "other_reasons": [r for r in decision.reasons if r.code not in gate_codes],
+        "open_gate_count": sum(1 for r in decision.reasons if r.code in gate_codes),
+        "open_gates": [g for g in snapshot.gates if g.state == "open"],
+        "closed_gates": [g for g in snapshot.gates if g.state != "open"],
+        "acceptances": [a for a in target.risk_acceptances.all() if a.revoked_at is None],
+        "roles": roles,
+        "my_signoff": mine,
+        "runs": [(run, run_progress.get(run.pk, (0, 0))) for run in runs],
+        "overrides": list(target.overrides.all()),
+        "production": snapshot.production,
+        "my_roles": [
+            r.role for r in snapshot.roles if r.role in (membership.signoff_capacities or [])
+        ],
+    }
+
+
+def _detail_context(release: Release, membership: Membership) -> dict:
+    now = timezone.now()
+    targets = list(
+        release.targets.select_related("environment", "release__project").prefetch_related(
+            Prefetch("signoffs", queryset=Signoff.objects.select_related("user")),
+            "risk_acceptances__accepted_by",
+            "overrides__overridden_by",
+            "runs",
+        )
+    )
+    run_ids = [run.pk for t in targets for run in t.runs.all()]
+    run_progress = progress_of(run_ids) if run_ids else {}
+    run_topics = [f"run:{pk}" for pk in run_ids]
+    snapshots = gather_release(release, now)
+    columns = [_column(t, snapshots[t.pk], membership, now, run_progress) for t in targets]
+    topics = [release.topic, *run_topics]
+    timeline = (
+        AuditEvent.objects.filter(topic__in=topics).select_related("actor").order_by("-id")[:100]
+    )
+    return {
+        "release": release,
+        "project": release.project,
+        "membership": membership,
+        "is_lead": membership.has_role(Membership.Role.LEAD),
+        "columns": columns,
+        "timeline": timeline,
+        "follow_ups": release.follow_ups.select_related("resolved_by"),
+        "run_topics": run_topics,
+        "last_event_id": AuditEvent.objects.filter(topic__in=topics).aggregate(m=Max("id"))["m"]
+        or 0,
+        "deploy_button": _deploy_button_template(),
+        # Reversed once here: a page with hundreds of gates would otherwise reverse per gate.
+        "urls": {
+            name.replace("-", "_"): reverse(
+                f"release-{name}", args=[release.project.slug, release.pk]
+            )
+            for name in ("accept-risk", "acknowledge", "signoff")
+        },
+        "risk_form": forms.RiskAcceptanceForm(),
+        "now": now,
+        "default_expiry": (now + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
+    }
+
+
+@login_required
+@require_GET
+def release_detail(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
+    release, membership = _release_for(request, slug, release_id)
+    context = _detail_context(release, membership)
+    if request.htmx:
+        return render(request, "deployments/_release_live.html", context)
+    return render(request, "deployments/release_detail.html", context)
+
+
+def _action(request, slug: str, release_id: int, run):  # noqa: ANN001, ANN202
+    """Run one release action from a form post; report its outcome as a flash message."""
+    release, membership = _release_for(request, slug, release_id)
+    try:
+        outcome = run(release, membership)
+    except (ValidationError, PermissionDenied, Conflict) as exc:
+        messages.error(request, _errors(exc))
+    else:
+        if outcome:
+            messages.success(request, outcome)
+    return redirect("release-detail", slug=slug, release_id=release.pk)
+
+
+@login_required
+@require_POST
+def release_submit(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
+    def run(release, membership):  # noqa: ANN001, ANN202
+        services.submit_for_review(request.user, membership, release)
+        return "Submitted for review."
+
+    return _action(request, slug, release_id, run)
+
+
+@login_required
+@require_POST
+def release_signoff(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
+    def run(release, membership):  # noqa: ANN001, ANN202
+        form = forms.SignoffForm(request.POST)
+        if not form.is_valid():
+            raise ValidationError("Choose approve or reject; a comment is at most 2000 characters.")
+        signoff = services.sign_off(request.user, membership, release, **form.cleaned_data)
+        return f"Signed off as {signoff.role}: {signoff.get_decision_display().lower()}."
+
+    return _action(request, slug, release_id, run)
+
+
+@login_required
+@require_POST
+def release_withdraw(request, slug: str, release_id: int, signoff_id: int):  # noqa: ANN001, ANN201
+    def run(release, membership):  # noqa: ANN001, ANN202
+        signoff = Signoff.objects.filter(pk=signoff_id, target__release=release).first()
+        if signoff is None:
+            raise Http404
+        services.withdraw_signoff(request.user, membership, signoff)
+        return "Sign-off withdrawn."
+
+    return _action(request, slug, release_id, run)
+
+
+@login_required
+@require_POST
+def release_accept_risk(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
+    def run(release, membership):  # noqa: ANN001, ANN202
+        form = forms.RiskAcceptanceForm(request.POST)
+        if not form.is_valid():
+            raise ValidationError(
+                "Give a reason of at least 10 characters and an expiry date and time."
+            )
+        services.accept_risk(request.user, membership, release, **form.cleaned_data)
+        return "Risk accepted."
+
+    return _action(request, slug, release_id, run)
+
+
+@login_required
+@require_POST
+def release_acknowledge(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
+    def run(release, membership):  # noqa: ANN001, ANN202
+        form = forms.AcknowledgeForm(request.POST)
+        if not form.is_valid():
+            raise ValidationError("Name the warning to acknowledge.")
+        services.acknowledge_warning(request.user, membership, release, **form.cleaned_data)
+        return "Warning acknowledged."
+
+    return _action(request, slug, release_id, run)
+
+
+@login_required
+@require_POST
+def release_cancel(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
+    def run(release, membership):  # noqa: ANN001, ANN202
+        environment = request.POST.get("environment", "")
+        services.cancel_target(request.user, membership, release, environment)
+        return f"Release cancelled in {environment}."
+
+    return _action(request, slug, release_id, run)
+
+
+@login_required
+@require_POST
+def release_follow_up(request, slug: str, release_id: int, follow_up_id: int):  # noqa: ANN001, ANN201
+    def run(release, membership):  # noqa: ANN001, ANN202
+        follow_up = FollowUp.objects.filter(pk=follow_up_id, release=release).first()
+        if follow_up is None:
+            raise Http404
+        form = forms.FollowUpForm(request.POST)
+        if not form.is_valid():
+            raise ValidationError("Say what the review found.")
+        services.resolve_follow_up(
+            request.user, membership, follow_up, form.cleaned_data["resolution"]
+        )
+        return "Follow-up resolved."
+
+    return _action(request, slug, release_id, run)
+
+
+@login_required
+@require_GET
+def release_bundle(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
+    from .bundle import build_bundle
+
+    release, _membership = _release_for(request, slug, release_id)
+    data = build_bundle(release)
+    response = HttpResponse(data, content_type="application/zip")
+    response["Content-Disposition"] = (
+        f'attachment; filename="{release.project.slug}-{release.version}-compliance.zip"'
+    )
+    return response
+
+
+# --- Environment policy -----------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def environment_policy(request, slug: str, environment: str):  # noqa: ANN001, ANN201
+    project, membership = project_for(request.user, slug)
+    request.project = project
+    env = project.environments.filter(name=environment).first()
+    if env is None:
+        raise Http404
+    from .models import EnvironmentPolicy
+
+    policy = EnvironmentPolicy.objects.filter(environment=env).first() or EnvironmentPolicy(
+        environment=env
+    )
+    requirements = list(env.signoff_requirements.all())
+    initial = {
+        "min_notice_hours": policy.min_notice.total_seconds() / 3600 if policy.min_notice else None,
+        "signoff_roles": "\n".join(f"{r.role}: {r.quorum}" for r in requirements),
+    }
+    is_admin = membership.has_role(Membership.Role.ADMIN)
+    form = forms.PolicyForm(request.POST or None, instance=policy, initial=initial, project=project)
+    window_form = forms.TimeWindowForm(prefix="window")
+    if request.method == "POST":
+        if not is_admin:
+            raise PermissionDenied("Only project admins edit environment policies.")
+        action = request.POST.get("action")
+        try:
+            if action == "policy" and form.is_valid():
+                hours = form.cleaned_data["min_notice_hours"]
+                services.update_policy(
+                    request.user,
+                    membership,
+                    env,
+                    min_notice=timedelta(hours=hours) if hours else None,
+                    checklist_templates=form.cleaned_data.get("checklist_templates"),
+                    **{
+                        f: form.cleaned_data[f]
+                        for f in (
+                            "require_previous_verified",
+                            "block_on_incidents",
+                            "auto_rollback",
+                        )
+                    },
+                )
+                services.set_signoff_requirements(
+                    request.user, membership, env, form.cleaned_data["signoff_roles"]
+                )
+                messages.success(request, f"Policy of {env.name} saved.")
+                return redirect("environment-policy", slug=slug, environment=env.name)
+            if action == "add-window":
+                window_form = forms.TimeWindowForm(request.POST, prefix="window")
+                if window_form.is_valid():
+                    services.add_time_window(
+                        request.user, membership, env, **window_form.cleaned_data
+                    )
+                    messages.success(request, "Window added.")
+                    return redirect("environment-policy", slug=slug, environment=env.name)
+            if action == "delete-window":
+                window = TimeWindow.objects.filter(
+                    pk=request.POST.get("window"), environment=env
+                ).first()
+                if window is None:
+                    raise Http404
+                services.delete_time_window(request.user, membership, window)
+                messages.success(request, "Window removed.")
+                return redirect("environment-policy", slug=slug, environment=env.name)
+        except ValidationError as exc:
+            messages.error(request, _errors(exc))
+    return render(
+        request,
+        "deployments/environment_policy.html",
+        {
+            "project": project,
+            "environment": env,
+            "policy": policy,
+            "form": form,
+            "window_form": window_form,
+            "windows": env.time_windows.all(),
+            "requirements": requirements,
+            "is_admin": is_admin,
+        },
+    )

@@ -1,0 +1,788 @@
+"""Releases: create, change, review, sign off, accept risks, acknowledge warnings, override, lock.
+
+Each verb validates, then mutates inside a transaction with the release's row locked (so a change
+of commit and a sign-off or a deployment request are serialised, and nothing is approved on stale
+sign-offs), then publishes an event on the release's topic.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from releasecenter import events
+from releasecenter.access import require_role
+from releasecenter.models import AuditEvent, Environment, Membership
+from releasecenter.services import Conflict
+
+from ..decision import Decision, decide
+from ..models import (
+    EnvironmentLock,
+    EnvironmentPolicy,
+    FollowUp,
+    Override,
+    Release,
+    ReleaseTarget,
+    RiskAcceptance,
+    Signoff,
+    SignoffRequirement,
+    TimeWindow,
+    WarningAcknowledgement,
+)
+
+__all__ = [
+    "DeployRefused",
+    "accept_risk",
+    "acknowledge_warning",
+    "add_time_window",
+    "cancel_target",
+    "check_deploy_allowed",
+    "create_release",
+    "delete_time_window",
+    "lock_environment",
+    "on_run_event",
+    "override_no_go",
+    "refresh_approval",
+    "resolve_follow_up",
+    "set_signoff_requirements",
+    "sign_off",
+    "submit_for_review",
+    "transition",
+    "unlock_environment",
+    "update_policy",
+    "update_release",
+    "withdraw_signoff",
+]
+
+S = ReleaseTarget.Status
+MAX_RISK_ACCEPTANCE = timedelta(days=90)
+
+
+class DeployRefused(Exception):
+    """The decision is no-go and nobody overrode it; carries the decision with its reasons."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__("; ".join(r.message for r in decision.reasons))
+        self.decision = decision
+
+
+def _publish(target_or_release, verb: str, actor, **kwargs: Any) -> None:  # noqa: ANN001
+    release = getattr(target_or_release, "release", target_or_release)
+    events.publish(release.topic, verb, project=release.project_id, actor=actor, **kwargs)
+
+
+def _locked_release(release: Release) -> Release:
+    return Release.objects.select_for_update().select_related("project").get(pk=release.pk)
+
+
+def _target(release: Release, environment_name: str) -> ReleaseTarget:
+    target = (
+        ReleaseTarget.objects.select_related("environment", "release__project")
+        .filter(release=release, environment__name=environment_name)
+        .first()
+    )
+    if target is None:
+        raise ValidationError(
+            {"environment": f"The release does not target an environment '{environment_name}'."}
+        )
+    return target
+
+
+# --- Creating and changing releases ------------------------------------------------------------
+
+
+def create_release(
+    actor,  # noqa: ANN001
+    membership: Membership,
+    *,
+    version: str,
+    commit_sha: str,
+    notes: str = "",
+    planned_start: datetime | None = None,
+    environments: list[str] | None = None,
+) -> Release:
+    """A release targeting the given environments (all of the project's by default), in promotion
+    order, each with checklist runs from its policy's templates."""
+    require_role(membership, Membership.Role.ENGINEER)
+    project = membership.project
+    release = Release(
+        project=project,
+        version=(version or "").strip(),
+        commit_sha=(commit_sha or "").strip(),
+        notes=notes or "",
+        planned_start=planned_start,
+        created_by=actor,
+    )
+    release.full_clean(validate_unique=False, validate_constraints=False)
+    envs = list(project.environments.order_by("order", "name"))
+    if environments is not None:
+        by_name = {e.name: e for e in envs}
+        unknown = [name for name in environments if name not in by_name]
+        if unknown:
+            raise ValidationError(
+                {"environments": f"Unknown environment(s): {', '.join(unknown)}."}
+            )
+        if not environments:
+            raise ValidationError({"environments": "Choose at least one environment."})
+        envs = [e for e in envs if e.name in set(environments)]
+    if not envs:
+        raise ValidationError("The project has no environments to release to.")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                release.save()
+        except IntegrityError as exc:
+            raise Conflict(f"Release {release.version} exists in this project.") from exc
+        policies = {
+            p.environment_id: p for p in EnvironmentPolicy.objects.filter(environment__in=envs)
+        }
+        for env in envs:
+            target = ReleaseTarget.objects.create(release=release, environment=env)
+            policy = policies.get(env.pk)
+            for template in _policy_templates(policy):
+                from checklists.services import create_run
+
+                run = create_run(
+                    actor,
+                    template,
+                    environment=env,
+                    planned_start=planned_start,
+                    title=f"{template.name} — {release.version} in {env.name}",
+                )
+                target.runs.add(run)
+        _publish(
+            release,
+            "release.created",
+            actor,
+            obj=release,
+            after={
+                "version": release.version,
+                "commit_sha": release.commit_sha,
+                "environments": [e.name for e in envs],
+            },
+        )
+    return release
+
+
+def _policy_templates(policy: EnvironmentPolicy | None) -> list:
+    return list(policy.checklist_templates.all()) if policy is not None else []
+
+
+RELEASE_FIELDS = ["version", "commit_sha", "notes", "planned_start"]
+
+
+@transaction.atomic
+def update_release(actor, membership: Membership, release: Release, **changes: Any) -> Release:  # noqa: ANN001
+    """Change a release. A new version or commit makes every sign-off stale (kept, not counted)."""
+    require_role(membership, Membership.Role.ENGINEER)
+    release = _locked_release(release)
+    before = {f: getattr(release, f) for f in RELEASE_FIELDS}
+    for key, value in changes.items():
+        if key in RELEASE_FIELDS:
+            setattr(
+                release, key, value.strip() if isinstance(value, str) and key != "notes" else value
+            )
+    release.full_clean(validate_unique=False, validate_constraints=False)
+    identity_changed = (release.version, release.commit_sha) != (
+        before["version"],
+        before["commit_sha"],
+    )
+    now = timezone.now()
+    if identity_changed:
+        release.revision += 1
+        what = []
+        if release.commit_sha != before["commit_sha"]:
+            what.append(
+                f"commit changed from {before['commit_sha'][:12]} to {release.commit_sha[:12]}"
+            )
+        if release.version != before["version"]:
+            what.append(f"version changed from {before['version']} to {release.version}")
+        reason = "; ".join(what)
+        Signoff.objects.filter(
+            target__release=release, stale_at__isnull=True, withdrawn_at__isnull=True
+        ).update(stale_at=now, stale_reason=reason[:200])
+    release.updated_at = now
+    try:
+        with transaction.atomic():
+            release.save()
+    except IntegrityError as exc:
+        raise Conflict(f"Release {release.version} exists in this project.") from exc
+    after = {f: getattr(release, f) for f in RELEASE_FIELDS}
+    _publish(
+        release,
+        "release.updated",
+        actor,
+        obj=release,
+        before={k: str(v) if v is not None else None for k, v in before.items()},
+        after={k: str(v) if v is not None else None for k, v in after.items()},
+    )
+    for target in release.targets.select_related("environment"):
+        refresh_approval(target, actor)
+    return release
+
+
+def transition(target: ReleaseTarget, status: str, actor=None, reason: str = "") -> ReleaseTarget:  # noqa: ANN001
+    """Move a target along the status table, stamping the milestone and recording the event."""
+    if target.status == status:
+        return target
+    if not target.can_move_to(status):
+        raise ValidationError(
+            f"{target.environment.name}: a release cannot go from "
+            f"{target.get_status_display().lower()} to {S(status).label.lower()}."
+        )
+    before = target.status
+    now = timezone.now()
+    target.status = status
+    target.status_changed_at = now
+    fields = ["status", "status_changed_at"]
+    stamp = f"{status}_at"
+    if hasattr(target, stamp):
+        setattr(target, stamp, now)
+        fields.append(stamp)
+    target.save(update_fields=fields)
+    _publish(
+        target,
+        "release.status_changed",
+        actor,
+        obj=target,
+        before={"status": before},
+        after={"status": status},
+        data={"environment": target.environment.name, "status": status, "reason": reason},
+    )
+    return target
+
+
+@transaction.atomic
+def submit_for_review(actor, membership: Membership, release: Release) -> Release:  # noqa: ANN001
+    require_role(membership, Membership.Role.ENGINEER)
+    release = _locked_release(release)
+    drafts = list(release.targets.select_related("environment").filter(status=S.DRAFT))
+    if not drafts:
+        raise ValidationError("Nothing to submit: no environment of this release is a draft.")
+    for target in drafts:
+        transition(target, S.IN_REVIEW, actor)
+        refresh_approval(target, actor)
+    return release
+
+
+def refresh_approval(target: ReleaseTarget, actor=None) -> ReleaseTarget:  # noqa: ANN001
+    """Follow the gates and sign-offs while under review: approved when none blocks, blocked
+    while a rejection stands, in review otherwise. Time windows, locks and incidents do not
+    change approval; they only stop a deployment."""
+    if target.status not in ReleaseTarget.REVIEW_STATES:
+        return target
+    blockers = decide(target.release, target.environment).approval_blockers
+    if any(r.code == "signoff_rejected" for r in blockers):
+        wanted = S.BLOCKED
+    elif blockers:
+        wanted = S.IN_REVIEW
+    else:
+        wanted = S.APPROVED
+    return transition(target, wanted, actor, reason="gates and sign-offs")
+
+
+def on_run_event(event: AuditEvent) -> None:
+    """A checklist run changed: re-evaluate the approval of every release target it belongs to."""
+    run_id = event.topic.partition(":")[2]
+    if not run_id.isdigit():
+        return
+    targets = ReleaseTarget.objects.filter(
+        runs__pk=int(run_id), status__in=ReleaseTarget.REVIEW_STATES
+    ).select_related("environment", "release__project")
+    for target in targets:
+        with transaction.atomic():
+            locked = (
+                ReleaseTarget.objects.select_for_update()
+                .select_related("environment", "release__project")
+                .get(pk=target.pk)
+            )
+            refresh_approval(locked)
+
+
+@transaction.atomic
+def cancel_target(
+    actor, membership: Membership, release: Release, environment_name: str
+) -> ReleaseTarget:  # noqa: ANN001
+    require_role(membership, Membership.Role.LEAD)
+    _locked_release(release)
+    return transition(_target(release, environment_name), S.CANCELLED, actor)
+
+
+# --- Sign-offs --------------------------------------------------------------------------------
+
+
+def sign_off(
+    actor,  # noqa: ANN001
+    membership: Membership,
+    release: Release,
+    *,
+    environment: str,
+    role: str,
+    decision: str,
+    comment: str = "",
+) -> Signoff:
+    """Fill a sign-off role. 403 without that capacity; 409 when the person already fills
+    another role on this release in this environment."""
+    if decision not in Signoff.Decision.values:
+        raise ValidationError({"decision": "Choose 'approve' or 'reject'."})
+    comment = (comment or "").strip()
+    if decision == Signoff.Decision.REJECT and not comment:
+        raise ValidationError({"comment": "Say why you reject, so it can be fixed."})
+    if len(comment) > 2000:
+        raise ValidationError({"comment": "A comment is at most 2000 characters."})
+    with transaction.atomic():
+        release = _locked_release(release)
+        target = _target(release, environment)
+        if target.status in (S.CANCELLED,):
+            raise ValidationError("The release is cancelled in this environment.")
+        required = set(
+            SignoffRequirement.objects.filter(environment=target.environment).values_list(
+                "role", flat=True
+            )
+        )
+        if role not in required:
+            raise ValidationError(
+                {"role": f"{target.environment.name} does not require a '{role}' sign-off."}
+            )
+        if role not in (membership.signoff_capacities or []):
+            raise PermissionDenied(f"You do not hold the '{role}' sign-off capacity.")
+        active = Signoff.objects.filter(
+            target=target, user=actor, stale_at__isnull=True, withdrawn_at__isnull=True
+        ).first()
+        if active is not None and active.role != role:
+            raise Conflict(
+                f"You already sign off as {active.role} on this release in "
+                f"{target.environment.name}; one person fills one role."
+            )
+        now = timezone.now()
+        if active is not None:
+            # Changing one's own mind in the same role replaces the earlier sign-off.
+            active.withdrawn_at = now
+            active.save(update_fields=["withdrawn_at"])
+        try:
+            with transaction.atomic():
+                signoff = Signoff.objects.create(
+                    target=target,
+                    role=role,
+                    user=actor,
+                    decision=decision,
+                    comment=comment,
+                    release_revision=release.revision,
+                    created_at=now,
+                )
+        except IntegrityError as exc:
+            raise Conflict("You already fill a role on this release in this environment.") from exc
+        _publish(
+            target,
+            "release.signed_off",
+            actor,
+            obj=signoff,
+            after={
+                "role": role,
+                "decision": decision,
+                "comment": comment,
+                "environment": target.environment.name,
+            },
+            data={"environment": target.environment.name, "role": role, "decision": decision},
+        )
+        refresh_approval(target, actor)
+    return signoff
+
+
+@transaction.atomic
+def withdraw_signoff(actor, membership: Membership, signoff: Signoff) -> Signoff:  # noqa: ANN001
+    """Withdraw one's own sign-off (a lead may withdraw anyone's, e.g. a stale rejection)."""
+    _locked_release(signoff.target.release)
+    signoff = (
+        Signoff.objects.select_for_update()
+        .select_related("target__environment", "target__release__project")
+        .get(pk=signoff.pk)
+    )
+    if signoff.user_id != actor.pk:
+        require_role(membership, Membership.Role.LEAD)
+    if not signoff.active:
+        raise ValidationError("This sign-off is no longer active.")
+    signoff.withdrawn_at = timezone.now()
+    signoff.save(update_fields=["withdrawn_at"])
+    _publish(
+        signoff.target,
+        "release.signoff_withdrawn",
+        actor,
+        obj=signoff,
+        before={"role": signoff.role, "decision": signoff.decision},
+        data={"environment": signoff.target.environment.name, "role": signoff.role},
+    )
+    refresh_approval(signoff.target, actor)
+    return signoff
+
+
+# --- Gates ------------------------------------------------------------------------------------
+
+
+def _open_gate(target: ReleaseTarget, item_key: str, severity: str):  # noqa: ANN202
+    from ..decision import _gate_items, _run_ids
+
+    for gate in _gate_items(_run_ids(target)):
+        if gate.key == item_key:
+            if gate.severity != severity:
+                raise ValidationError(
+                    f"That item is a {gate.severity.upper()} gate, not {severity.upper()}."
+                )
+            if gate.state != "open":
+                raise ValidationError("That gate is already ticked.")
+            return gate
+    raise ValidationError("No such gate on this release in this environment.")
+
+
+@transaction.atomic
+def accept_risk(
+    actor,  # noqa: ANN001
+    membership: Membership,
+    release: Release,
+    *,
+    environment: str,
+    item_key: str,
+    reason: str,
+    expires_at: datetime,
+) -> RiskAcceptance:
+    """A lead accepts an unticked CONDITIONAL gate for production, with a reason and an expiry."""
+    require_role(membership, Membership.Role.LEAD)
+    release = _locked_release(release)
+    target = _target(release, environment)
+    if target.environment.kind != Environment.Kind.PRODUCTION:
+        raise ValidationError("Risks are accepted for production only; elsewhere, tick the item.")
+    reason = (reason or "").strip()
+    if len(reason) < 10:
+        raise ValidationError({"reason": "Give a reason of at least 10 characters."})
+    now = timezone.now()
+    if expires_at is None or expires_at <= now:
+        raise ValidationError({"expires_at": "The acceptance must expire in the future."})
+    if expires_at - now > MAX_RISK_ACCEPTANCE:
+        raise ValidationError({"expires_at": "An acceptance lasts at most 90 days."})
+    gate = _open_gate(target, item_key, "conditional")
+    acceptance = RiskAcceptance.objects.create(
+        target=target,
+        item_key=item_key,
+        item_text=gate.text,
+        accepted_by=actor,
+        reason=reason,
+        expires_at=expires_at,
+    )
+    _publish(
+        target,
+        "release.risk_accepted",
+        actor,
+        obj=acceptance,
+        after={
+            "item": gate.text,
+            "reason": reason,
+            "expires_at": expires_at.isoformat(),
+            "environment": target.environment.name,
+        },
+        data={"environment": target.environment.name},
+    )
+    refresh_approval(target, actor)
+    return acceptance
+
+
+@transaction.atomic
+def acknowledge_warning(
+    actor,
+    membership: Membership,
+    release: Release,
+    *,
+    environment: str,
+    item_key: str,  # noqa: ANN001
+) -> WarningAcknowledgement:
+    require_role(membership, Membership.Role.ENGINEER)
+    release = _locked_release(release)
+    target = _target(release, environment)
+    gate = _open_gate(target, item_key, "warning")
+    try:
+        with transaction.atomic():
+            ack = WarningAcknowledgement.objects.create(
+                target=target, item_key=item_key, item_text=gate.text, acknowledged_by=actor
+            )
+    except IntegrityError as exc:
+        raise Conflict("That warning is already acknowledged.") from exc
+    _publish(
+        target,
+        "release.warning_acknowledged",
+        actor,
+        obj=ack,
+        after={"item": gate.text, "environment": target.environment.name},
+        data={"environment": target.environment.name},
+    )
+    refresh_approval(target, actor)
+    return ack
+
+
+# --- Deciding to deploy -----------------------------------------------------------------------
+
+
+def check_deploy_allowed(
+    actor,  # noqa: ANN001
+    membership: Membership,
+    release: Release,
+    environment: Environment,
+    *,
+    override_reason: str = "",
+    expected_commit: str | None = None,
+) -> Override | None:
+    """The gate in front of every deployment. Call inside the transaction that creates the
+    deployment: it locks the release row, so a concurrent change of commit either lands before
+    (and the sign-offs it made stale no longer count) or waits until the deployment is recorded.
+
+    Returns None on "go", the Override on a lead's break-glass, or raises DeployRefused.
+    """
+    require_role(membership, Membership.Role.ENGINEER)
+    locked = _locked_release(release)
+    if expected_commit is not None and expected_commit != locked.commit_sha:
+        raise Conflict(
+            f"The release is now at commit {locked.commit_sha[:12]}, not {expected_commit[:12]}."
+        )
+    decision = decide(locked, environment, requester=actor)
+    if decision.go:
+        return None
+    if not override_reason:
+        raise DeployRefused(decision)
+    target = ReleaseTarget.objects.select_related("environment", "release__project").get(
+        release=locked, environment=environment
+    )
+    return override_no_go(actor, membership, target, override_reason, decision)
+
+
+def override_no_go(
+    actor,
+    membership: Membership,
+    target: ReleaseTarget,
+    reason: str,
+    decision: Decision,  # noqa: ANN001
+) -> Override:
+    """Break-glass: a lead goes ahead despite a no-go. Audited, shown in red, and followed up."""
+    require_role(membership, Membership.Role.LEAD)
+    reason = (reason or "").strip()
+    if len(reason) < 10:
+        raise ValidationError({"override_reason": "Give a reason of at least 10 characters."})
+    reasons = decision.as_dict()["reasons"]
+    override = Override.objects.create(
+        target=target, overridden_by=actor, reason=reason, reasons=reasons
+    )
+    FollowUp.objects.create(
+        release=target.release,
+        override=override,
+        text=f"Review the override of a no-go in {target.environment.name} by "
+        f"{actor.username}: {reason}",
+    )
+    _publish(
+        target,
+        "release.overridden",
+        actor,
+        obj=override,
+        after={"reason": reason, "reasons": reasons, "environment": target.environment.name},
+        data={"environment": target.environment.name},
+    )
+    return override
+
+
+@transaction.atomic
+def resolve_follow_up(
+    actor, membership: Membership, follow_up: FollowUp, resolution: str
+) -> FollowUp:  # noqa: ANN001
+    require_role(membership, Membership.Role.LEAD)
+    follow_up = FollowUp.objects.select_for_update().select_related("release").get(pk=follow_up.pk)
+    if follow_up.resolved_at is not None:
+        raise ValidationError("This follow-up is already resolved.")
+    resolution = (resolution or "").strip()
+    if not resolution:
+        raise ValidationError({"resolution": "Say what the review found."})
+    follow_up.resolved_at = timezone.now()
+    follow_up.resolved_by = actor
+    follow_up.resolution = resolution
+    follow_up.save(update_fields=["resolved_at", "resolved_by", "resolution"])
+    _publish(
+        follow_up.release,
+        "release.follow_up_resolved",
+        actor,
+        obj=follow_up,
+        after={"resolution": resolution},
+    )
+    return follow_up
+
+
+# --- Environment locks and policy -------------------------------------------------------------
+
+
+@transaction.atomic
+def lock_environment(
+    actor, membership: Membership, environment: Environment, reason: str
+) -> EnvironmentLock:  # noqa: ANN001
+    require_role(membership, Membership.Role.ENGINEER)
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why the environment is locked."})
+    try:
+        with transaction.atomic():
+            lock = EnvironmentLock.objects.create(
+                environment=environment, reason=reason, locked_by=actor
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"{environment.name} is already locked.") from exc
+    events.publish(
+        environment.project.topic,
+        "environment.locked",
+        project=environment.project_id,
+        actor=actor,
+        obj=lock,
+        after={"environment": environment.name, "reason": reason},
+    )
+    return lock
+
+
+@transaction.atomic
+def unlock_environment(actor, membership: Membership, environment: Environment) -> EnvironmentLock:  # noqa: ANN001
+    require_role(membership, Membership.Role.ENGINEER)
+    lock = (
+        EnvironmentLock.objects.select_for_update()
+        .filter(environment=environment, released_at__isnull=True)
+        .first()
+    )
+    if lock is None:
+        raise ValidationError(f"{environment.name} is not locked.")
+    lock.released_at = timezone.now()
+    lock.released_by = actor
+    lock.save(update_fields=["released_at", "released_by"])
+    events.publish(
+        environment.project.topic,
+        "environment.unlocked",
+        project=environment.project_id,
+        actor=actor,
+        obj=lock,
+        before={"reason": lock.reason},
+        after={"environment": environment.name},
+    )
+    return lock
+
+
+POLICY_FIELDS = ["min_notice", "require_previous_verified", "block_on_incidents", "auto_rollback"]
+
+
+@transaction.atomic
+def update_policy(
+    actor,
+    membership: Membership,
+    environment: Environment,
+    *,  # noqa: ANN001
+    checklist_templates: list | None = None,
+    **fields: Any,
+) -> EnvironmentPolicy:
+    require_role(membership, Membership.Role.ADMIN)
+    policy, _ = EnvironmentPolicy.objects.select_for_update().get_or_create(environment=environment)
+    before = {f: str(getattr(policy, f)) for f in POLICY_FIELDS}
+    before["checklist_templates"] = sorted(t.pk for t in _policy_templates(policy))
+    for key, value in fields.items():
+        if key in POLICY_FIELDS:
+            setattr(policy, key, value)
+    if policy.min_notice is not None and policy.min_notice < timedelta(0):
+        raise ValidationError({"min_notice": "Notice cannot be negative."})
+    policy.full_clean()
+    policy.save()
+    if checklist_templates is not None:
+        foreign = [t for t in checklist_templates if t.project_id != environment.project_id]
+        if foreign:
+            raise ValidationError({"checklist_templates": "Templates must be of this project."})
+        policy.checklist_templates.set(checklist_templates)
+    after = {f: str(getattr(policy, f)) for f in POLICY_FIELDS}
+    after["checklist_templates"] = (
+        sorted(t.pk for t in checklist_templates)
+        if (checklist_templates is not None)
+        else before["checklist_templates"]
+    )
+    events.publish(
+        environment.project.topic,
+        "environment.policy_updated",
+        project=environment.project_id,
+        actor=actor,
+        obj=policy,
+        before=before,
+        after=after,
+    )
+    return policy
+
+
+@transaction.atomic
+def set_signoff_requirements(
+    actor,
+    membership: Membership,
+    environment: Environment,
+    requirements: list[tuple[str, int]],  # noqa: ANN001
+) -> list[SignoffRequirement]:
+    """Replace the environment's required sign-off roles, each with its quorum."""
+    require_role(membership, Membership.Role.ADMIN)
+    cleaned: dict[str, int] = {}
+    for role, quorum in requirements:
+        role = " ".join((role or "").split())
+        if not role or len(role) > 80:
+            raise ValidationError({"requirements": "A role name is 1 to 80 characters."})
+        if role in cleaned:
+            raise ValidationError({"requirements": f"'{role}' is listed twice."})
+        if not isinstance(quorum, int) or not 1 <= quorum <= 10:
+            raise ValidationError({"requirements": f"The quorum of '{role}' is 1 to 10."})
+        cleaned[role] = quorum
+    before = dict(environment.signoff_requirements.values_list("role", "quorum"))
+    environment.signoff_requirements.all().delete()
+    rows = SignoffRequirement.objects.bulk_create(
+        [SignoffRequirement(environment=environment, role=r, quorum=q) for r, q in cleaned.items()]
+    )
+    events.publish(
+        environment.project.topic,
+        "environment.signoffs_required",
+        project=environment.project_id,
+        actor=actor,
+        obj=environment,
+        before=before,
+        after=cleaned,
+    )
+    return rows
+
+
+@transaction.atomic
+def add_time_window(
+    actor, membership: Membership, environment: Environment, **fields: Any
+) -> TimeWindow:  # noqa: ANN001
+    require_role(membership, Membership.Role.ADMIN)
+    window = TimeWindow(environment=environment, **fields)
+    window.full_clean()
+    window.save()
+    events.publish(
+        environment.project.topic,
+        "environment.window_added",
+        project=environment.project_id,
+        actor=actor,
+        obj=window,
+        after={"kind": window.kind, "window": window.describe(), "environment": environment.name},
+    )
+    return window
+
+
+@transaction.atomic
+def delete_time_window(actor, membership: Membership, window: TimeWindow) -> None:  # noqa: ANN001
+    require_role(membership, Membership.Role.ADMIN)
+    environment = window.environment
+    description = {
+        "kind": window.kind,
+        "window": window.describe(),
+        "environment": environment.name,
+    }
+    window.delete()
+    events.publish(
+        environment.project.topic,
+        "environment.window_removed",
+        project=environment.project_id,
+        actor=actor,
+        before=description,
+    )

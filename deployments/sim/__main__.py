@@ -1,0 +1,5 @@
+import sys
+
+from .cluster import main
+
+raise SystemExit(main(sys.argv[1:]))

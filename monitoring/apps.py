@@ -1,0 +1,29 @@
+from django.apps import AppConfig
+
+
+def _check_project(check_id: str) -> int | None:
+    from .models import Check
+
+    return Check.objects.filter(pk=check_id).values_list("project_id", flat=True).first()
+
+
+class MonitoringConfig(AppConfig):
+    name = "monitoring"
+    verbose_name = "Monitoring"
+
+    def ready(self) -> None:
+        from releasecenter import benchdata, demo, events, overview
+
+        from . import demo as data
+        from . import selectors, services
+
+        # Live pages of a check follow "check:<id>"; the stream asks this which project it is.
+        events.register_topic("check", _check_project)
+        overview.register("monitoring", selectors.overview_panels)
+        demo.register(data.seed_demo)
+        benchdata.register(data.seed_bench)
+        try:
+            from checklists import automation
+        except ImportError:  # the checklists app predates automated items
+            return
+        automation.register("check", services.run_for_checklist_item)

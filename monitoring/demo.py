@@ -1,0 +1,119 @@
+"""Demo and benchmark data for monitoring. Every step is idempotent.
+
+The demo's simulated cluster (``python -m deployments.sim``, port 8001) serves each service's
+health at ``http://127.0.0.1:8001/_services/<namespace>/<deployment>/health``; the demo deploys
+Acme Shop's services into the namespace ``acme-shop-<environment>``. Those are loopback
+addresses, so each environment's allow-list opens 127.0.0.1 — and nothing else.
+"""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from releasecenter.models import Environment, Project, Service
+
+from .models import Check, EnvironmentMonitoring, PerformanceTarget
+from .services import clean_assertions
+
+SIM_URL = "http://127.0.0.1:8001"
+DEMO_CHECKED_SERVICES = ["auth-service", "catalog-service", "payment-service", "storefront-web"]
+HEALTHY = ["status == 200", '$.status == "healthy"', "latency < 500"]
+
+
+def sim_health_url(project: Project, environment: Environment, service: str) -> str:
+    return f"{SIM_URL}/_services/{project.slug}-{environment.name}/{service}/health"
+
+
+def seed_demo(project: Project) -> None:
+    now = timezone.now()
+    services = {s.name: s for s in project.services.all()}
+    assertions = clean_assertions(HEALTHY)
+    for env in project.environments.all():
+        EnvironmentMonitoring.objects.get_or_create(
+            environment=env, defaults={"allow_list": "127.0.0.1"}
+        )
+        for name in DEMO_CHECKED_SERVICES:
+            if name not in services:
+                continue
+            Check.objects.get_or_create(
+                environment=env,
+                name=f"{name} health",
+                parent=None,
+                defaults={
+                    "project": project,
+                    "service": services[name],
+                    "url": sim_health_url(project, env, name),
+                    "assertions": assertions,
+                    "timeout_seconds": 5.0,
+                    "interval_seconds": 60,
+                    "next_run_at": now,
+                },
+            )
+        for metric, target, alert in (
+            (PerformanceTarget.Metric.RESPONSE_TIME_AVG, 200, 500),
+            (PerformanceTarget.Metric.ERROR_RATE, 0.1, 1),
+        ):
+            PerformanceTarget.objects.get_or_create(
+                environment=env,
+                metric=metric,
+                defaults={"target": target, "alert_threshold": alert},
+            )
+    staging = project.environments.filter(name="staging").first()
+    if staging is None:
+        return
+    suite, created = Check.objects.get_or_create(
+        environment=staging,
+        name="Storefront smoke",
+        parent=None,
+        defaults={"project": project, "kind": Check.Kind.SUITE},
+    )
+    if not created:
+        return
+    steps = [
+        ("storefront is healthy", "storefront-web", HEALTHY),
+        ("sign-in is up", "auth-service", ["status == 200", '$.status == "healthy"']),
+        ("orders answer", "order-service", ["status in [200, 503]", "$.status exists"]),
+    ]
+    for position, (name, service, step_assertions) in enumerate(steps, start=1):
+        if service not in services:
+            continue
+        Check.objects.create(
+            project=project,
+            environment=staging,
+            service=services[service],
+            parent=suite,
+            position=position,
+            name=name,
+            url=sim_health_url(project, staging, service),
+            assertions=clean_assertions(step_assertions),
+            timeout_seconds=5.0,
+        )
+
+
+def seed_bench(projects: list[Project]) -> None:
+    """One on-demand health check per environment and service of each benchmark project."""
+    environments = list(Environment.objects.filter(project__in=projects))
+    services = list(Service.objects.filter(project__in=projects))
+    by_project: dict[int, list[Service]] = {}
+    for service in services:
+        by_project.setdefault(service.project_id, []).append(service)
+    EnvironmentMonitoring.objects.bulk_create(
+        [EnvironmentMonitoring(environment=env, allow_list="127.0.0.1") for env in environments],
+        ignore_conflicts=True,
+    )
+    assertions = clean_assertions(["status == 200"])
+    Check.objects.bulk_create(
+        [
+            Check(
+                project_id=env.project_id,
+                environment=env,
+                service=service,
+                name=f"{service.name} health",
+                url=f"http://127.0.0.1:8001/_services/{env.name}/{service.name}/health",
+                assertions=assertions,
+            )
+            for env in environments
+            for service in by_project.get(env.project_id, [])
+        ],
+        ignore_conflicts=True,
+    )

@@ -1,0 +1,1523 @@
+"""The verbs of monitoring: define checks and suites, run them, record what happened.
+
+Views, the API, tasks, the deployment runner and checklist automation all call these. Writes
+validate first (a ValidationError names the field and, for a refused URL, the guard's rule), then
+mutate in a transaction, then publish an event.
+
+Running is split in three so that each part stays small and testable:
+
+* ``_plan``: load what a run needs from the database (URLs, decrypted headers, the address
+  policy of each environment) into plain ``CheckSpec``s;
+* ``_execute``: the async part, no database: every plain check of a run goes through one pooled,
+  guarded client per address policy (per environment) via ``monitoring.lib.engine.run_checks``;
+  suites run their steps in order on the same clients;
+* ``_record``: one transaction that stores every result, adds them to the hourly and daily
+  rollups and moves each check's state. A change between passing and failing writes one event
+  (on the project's topic, mirrored on the check's) and one ``Notification`` row; the
+  notification is delivered by a task after commit (see ``notify``).
+
+For the deployment runner: ``run_suite_for_environment(environment, ...)`` runs an environment's
+smoke suites (and, by default, its checks) and says whether they all passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max, Sum
+from django.utils import timezone
+
+from releasecenter import events
+from releasecenter.access import require_role
+from releasecenter.crypto import DecryptionError
+from releasecenter.models import Environment, Membership, Service
+from releasecenter.services import Conflict
+
+from .lib.assertions import AssertionSpecError, Failure, parse_assertion, validate_assertions
+from .lib.engine import CheckResult as EngineResult
+from .lib.engine import CheckSpec, run_checks
+from .lib.ssrf import AddressPolicy, Decision, GuardedClient, make_client
+from .models import (
+    MAX_TIMEOUT_SECONDS,
+    METHODS,
+    RESULT_RETENTION_DAYS,
+    ROLLUP_RETENTION_DAYS,
+    Check,
+    CheckResult,
+    CheckRollup,
+    EnvironmentMonitoring,
+    Notification,
+    PerformanceTarget,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PER_HOST_LIMIT = 8
+MAX_CONNECTIONS = 100
+# How many due checks one dispatch claims, and how many one task runs together.
+DISPATCH_LIMIT = 2000
+RUN_BATCH = 200
+MAX_HEADERS = 30
+MAX_BODY_CHARS = 64 * 1024
+MAX_ASSERTIONS = 50
+MAX_STEPS = 50
+# A suite stops starting steps after this long (each step is bounded by its own timeout), so a
+# suite run from the API, a checklist item or a deployment cannot hold its caller for an hour.
+SUITE_DEADLINE_SECONDS = 300.0
+EXCERPT_CHARS = 2048
+_BLOCKED = re.compile(r"^blocked by address policy \((?P<rule>[a-z-]+)\)")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+# --- The address policy ----------------------------------------------------------------------
+
+
+def internal_endpoints() -> list[tuple[str, int | None]]:
+    """This app's own database and Redis, as (host, port): never a check's destination."""
+    endpoints: list[tuple[str, int | None]] = []
+    for db in settings.DATABASES.values():
+        host = (db.get("HOST") or "").strip()
+        if not host or host.startswith("/"):
+            continue  # SQLite, or a unix socket: not reachable over TCP anyway
+        port = db.get("PORT")
+        if not port and db.get("ENGINE", "").endswith("postgresql"):
+            port = 5432
+        endpoints.append((host, int(port) if port else None))
+    if settings.REDIS_URL:
+        parsed = urlsplit(settings.REDIS_URL)
+        if parsed.hostname:
+            endpoints.append((parsed.hostname, parsed.port or 6379))
+    return endpoints
+
+
+# Building a policy resolves the database's and Redis's host names (they can be names in
+# compose), so policies are kept for a few minutes per process instead of built per run.
+_POLICY_TTL_SECONDS = 300.0
+_policy_cache: dict[tuple[tuple[str, ...], bool], tuple[float, AddressPolicy]] = {}
+_policy_lock = threading.Lock()
+
+
+def make_policy(allow: Iterable[str], *, allow_public: bool = True) -> AddressPolicy:
+    key = (tuple(allow), allow_public)
+    now = time.monotonic()
+    with _policy_lock:
+        cached = _policy_cache.get(key)
+        if cached is not None and now - cached[0] < _POLICY_TTL_SECONDS:
+            return cached[1]
+    policy = AddressPolicy(
+        allow=key[0], extra_denied=internal_endpoints(), allow_public=allow_public
+    )
+    with _policy_lock:
+        if len(_policy_cache) > 256:
+            _policy_cache.clear()
+        _policy_cache[key] = (now, policy)
+    return policy
+
+
+def monitoring_for(environment: Environment) -> EnvironmentMonitoring:
+    """The environment's monitoring settings; defaults (public addresses only) until saved."""
+    try:
+        return environment.monitoring
+    except EnvironmentMonitoring.DoesNotExist:
+        return EnvironmentMonitoring(environment=environment)
+
+
+def policy_for(environment: Environment) -> AddressPolicy:
+    settings_row = monitoring_for(environment)
+    try:
+        return make_policy(settings_row.allow_entries(), allow_public=settings_row.allow_public)
+    except ValueError:
+        # Saved entries are validated; should one no longer parse, open nothing extra.
+        logger.warning("invalid allow-list of environment %s; ignoring it", environment.pk)
+        return make_policy((), allow_public=settings_row.allow_public)
+
+
+def check_destination(environment: Environment, url: str, field_name: str = "url") -> Decision:
+    """The guard's verdict on a URL for this environment, or a ValidationError naming its rule.
+
+    Early feedback only: the guard decides again at connect time, on every redirect too.
+    """
+    decision = policy_for(environment).check_url(url)
+    if not decision.allowed:
+        raise ValidationError(
+            {
+                field_name: f"Refused by the address guard (rule: {decision.rule}): "
+                f"{decision.message}. An admin can allow it in the environment's allow-list."
+                if decision.rule not in ("scheme", "invalid-url", "unresolvable")
+                else f"Refused by the address guard (rule: {decision.rule}): {decision.message}."
+            },
+            code=decision.rule,
+        )
+    return decision
+
+
+# --- Environment settings -------------------------------------------------------------------
+
+
+ENV_SETTING_FIELDS = ["allow_list", "allow_public", "contact_emails", "webhook_url"]
+
+
+def _clean_allow_list(text: str) -> str:
+    entries = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if len(entries) > 100:
+        raise ValidationError({"allow_list": "At most 100 entries."})
+    for entry in entries:
+        try:
+            AddressPolicy(allow=[entry])
+        except ValueError as exc:
+            raise ValidationError({"allow_list": f"{exc}."}) from None
+    return "\n".join(entries)
+
+
+def _clean_emails(text: str) -> str:
+    emails = [e.strip() for e in (text or "").replace(",", "\n").splitlines() if e.strip()]
+    if len(emails) > 50:
+        raise ValidationError({"contact_emails": "At most 50 addresses."})
+    for email in emails:
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise ValidationError(
+                {"contact_emails": f"'{email}' is not an email address."}
+            ) from None
+    return "\n".join(emails)
+
+
+@transaction.atomic
+def update_environment_monitoring(
+    actor: Any, membership: Membership, environment: Environment, **changes: Any
+) -> EnvironmentMonitoring:
+    """Change what an environment's checks may reach and whom they notify.
+
+    Opening addresses (allow-list, public access) needs the admin role; contacts need a lead.
+    """
+    if environment.project_id != membership.project_id:
+        raise ValidationError("That environment belongs to another project.")
+    changes = {k: v for k, v in changes.items() if k in ENV_SETTING_FIELDS and v is not None}
+    if {"allow_list", "allow_public"} & set(changes):
+        require_role(membership, Membership.Role.ADMIN)
+    else:
+        require_role(membership, Membership.Role.LEAD)
+    row, _ = EnvironmentMonitoring.objects.select_for_update().get_or_create(
+        environment=environment
+    )
+    before = _env_snapshot(row)
+    if "allow_list" in changes:
+        row.allow_list = _clean_allow_list(changes["allow_list"])
+    if "allow_public" in changes:
+        row.allow_public = bool(changes["allow_public"])
+    if "contact_emails" in changes:
+        row.contact_emails = _clean_emails(changes["contact_emails"])
+    if "webhook_url" in changes:
+        url = (changes["webhook_url"] or "").strip()
+        if url:
+            # Checked against the policy as it will be after this change.
+            policy = AddressPolicy(
+                allow=row.allow_entries(),
+                extra_denied=internal_endpoints(),
+                allow_public=row.allow_public,
+            )
+            decision = policy.check_url(url)
+            if not decision.allowed:
+                raise ValidationError(
+                    {
+                        "webhook_url": f"Refused by the address guard (rule: {decision.rule}): "
+                        f"{decision.message}."
+                    }
+                )
+        row.webhook_url = url
+    row.updated_at = timezone.now()
+    row.updated_by = actor if getattr(actor, "is_authenticated", False) else None
+    row.save()
+    environment.monitoring = row
+    events.publish(
+        environment.project.topic,
+        "environment.monitoring_updated",
+        project=environment.project_id,
+        actor=actor,
+        obj=environment,
+        before=before,
+        after=_env_snapshot(row),
+    )
+    return row
+
+
+def _env_snapshot(row: EnvironmentMonitoring) -> dict[str, Any]:
+    return {
+        "allow_list": row.allow_entries(),
+        "allow_public": row.allow_public,
+        "contact_emails": row.emails(),
+        # The webhook URL is a credential: record only whether there is one.
+        "webhook": bool(row.webhook_url),
+    }
+
+
+# --- Check definitions ----------------------------------------------------------------------
+
+
+CHECK_FIELDS = [
+    "name",
+    "method",
+    "url",
+    "headers",
+    "body",
+    "assertions",
+    "timeout_seconds",
+    "follow_redirects",
+    "interval_seconds",
+    "enabled",
+]
+
+
+def clean_assertions(value: Any) -> list[dict[str, Any]]:
+    """Assertions as dicts or in the compact form ('$.status == "ok"'), normalised."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [line for line in value.splitlines() if line.strip()]
+    if not isinstance(value, list):
+        raise ValidationError({"assertions": "Give a list of assertions."})
+    if len(value) > MAX_ASSERTIONS:
+        raise ValidationError({"assertions": f"At most {MAX_ASSERTIONS} assertions."})
+    specs = []
+    try:
+        for index, item in enumerate(value):
+            if isinstance(item, str):
+                try:
+                    specs.append(parse_assertion(item))
+                except AssertionSpecError as exc:
+                    raise AssertionSpecError(f"assertion #{index + 1}: {exc}") from None
+            else:
+                specs.append(item)
+        return validate_assertions(specs)
+    except AssertionSpecError as exc:
+        raise ValidationError({"assertions": str(exc)}) from None
+
+
+def _clean_headers(value: Any, field_name: str) -> dict[str, str]:
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError({field_name: "Give headers as an object of name to value."})
+    if len(value) > MAX_HEADERS:
+        raise ValidationError({field_name: f"At most {MAX_HEADERS} headers."})
+    cleaned = {}
+    for name, header_value in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValidationError({field_name: f"{name!r} is not a header name."})
+        if not isinstance(header_value, str) or len(header_value) > 8192:
+            raise ValidationError({field_name: f"The value of {name} must be text (8 KB at most)."})
+        if "\r" in header_value or "\n" in header_value or "\0" in header_value:
+            raise ValidationError({field_name: f"The value of {name} contains a line break."})
+        cleaned[name] = header_value
+    return cleaned
+
+
+def _apply_fields(check: Check, fields: dict[str, Any]) -> None:
+    for key, value in fields.items():
+        if key == "assertions":
+            value = clean_assertions(value)
+        elif key == "headers":
+            value = _clean_headers(value, "headers")
+        elif key == "method":
+            value = (value or "GET").upper()
+            if value not in METHODS:
+                raise ValidationError({"method": f"Use one of {', '.join(METHODS)}."})
+        elif key == "name":
+            value = " ".join((value or "").split())
+            if not value or len(value) > 120:
+                raise ValidationError({"name": "A name is 1 to 120 characters."})
+        elif key == "body":
+            value = value or ""
+            if len(value) > MAX_BODY_CHARS:
+                raise ValidationError({"body": "A request body is at most 64 KB."})
+        elif key == "url":
+            value = (value or "").strip()
+        elif key == "timeout_seconds":
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValidationError({"timeout_seconds": "Give a number of seconds."}) from None
+        elif key == "interval_seconds" and value in ("", 0):
+            value = None
+        setattr(check, key, value)
+
+
+def _set_secret_headers(check: Check, secret_headers: dict[str, str] | None) -> None:
+    if secret_headers is None:
+        return  # keep what is stored
+    cleaned = _clean_headers(secret_headers, "secret_headers")
+    check.secret_headers = json.dumps(cleaned) if cleaned else ""
+    check.secret_header_names = sorted(cleaned)
+
+
+def _validate_destination(check: Check) -> None:
+    if check.is_suite:
+        return
+    if not check.url and check.service is None:
+        raise ValidationError({"url": "Give a URL, or a service whose health path to check."})
+    resolved = check.resolved_url()
+    if not resolved:
+        raise ValidationError(
+            {
+                "url": f"The environment {check.environment.name} has no base URL, so a path "
+                "cannot be resolved: give a full URL or set the base URL in project settings."
+            }
+        )
+    check_destination(check.environment, resolved)
+
+
+def _check_snapshot(check: Check) -> dict[str, Any]:
+    return {
+        "name": check.name,
+        "kind": check.kind,
+        "environment": check.environment.name,
+        "service": check.service.name if check.service_id else None,
+        "suite": check.parent_id,
+        "method": check.method,
+        "url": check.url,
+        "headers": sorted(check.headers or {}),
+        # Names only: a secret's value never reaches an event, a log or a page.
+        "secret_headers": list(check.secret_header_names),
+        "assertions": check.assertions,
+        "timeout_seconds": check.timeout_seconds,
+        "interval_seconds": check.interval_seconds,
+        "enabled": check.enabled,
+    }
+
+
+def _resolve_environment(membership: Membership, environment: Environment | str) -> Environment:
+    project = membership.project
+    if isinstance(environment, Environment):
+        if environment.project_id != project.pk:
+            raise ValidationError({"environment": "No such environment in this project."})
+        return environment
+    found = Environment.objects.filter(project=project, name=environment).first()
+    if found is None:
+        raise ValidationError({"environment": f"No environment '{environment}' in this project."})
+    return found
+
+
+def _resolve_service(membership: Membership, service: Service | str | None) -> Service | None:
+    if service in (None, ""):
+        return None
+    if isinstance(service, Service):
+        if service.project_id != membership.project_id:
+            raise ValidationError({"service": "No such service in this project."})
+        return service
+    found = Service.objects.filter(project_id=membership.project_id, name=service).first()
+    if found is None:
+        raise ValidationError({"service": f"No service '{service}' in this project."})
+    return found
+
+
+def _save(check: Check) -> None:
+    check.full_clean(validate_unique=False, validate_constraints=False)
+    try:
+        with transaction.atomic():
+            check.save()
+    except IntegrityError as exc:
+        where = f"suite '{check.parent.name}'" if check.parent_id else check.environment.name
+        raise Conflict(f"A check named '{check.name}' exists in {where}.") from exc
+
+
+def _schedule_from(check: Check, now: datetime) -> None:
+    check.next_run_at = now if check.interval_seconds and not check.is_step else None
+
+
+@transaction.atomic
+def create_check(
+    actor: Any,
+    membership: Membership,
+    *,
+    environment: Environment | str | None = None,
+    service: Service | str | None = None,
+    suite: Check | None = None,
+    secret_headers: dict[str, str] | None = None,
+    **fields: Any,
+) -> Check:
+    """Define a check (or, with ``suite``, append a step to a smoke suite)."""
+    require_role(membership, Membership.Role.ENGINEER)
+    now = timezone.now()
+    if suite is not None:
+        if suite.project_id != membership.project_id or not suite.is_suite:
+            raise ValidationError("That suite does not exist in this project.")
+        environment = suite.environment
+        fields.pop("interval_seconds", None)
+    if environment is None:
+        raise ValidationError({"environment": "Choose an environment."})
+    env = _resolve_environment(membership, environment)
+    check = Check(
+        project=membership.project,
+        environment=env,
+        service=_resolve_service(membership, service),
+        kind=Check.Kind.CHECK,
+        parent=suite,
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        created_at=now,
+        updated_at=now,
+    )
+    if suite is not None:
+        last = suite.steps.aggregate(m=Max("position"))["m"]
+        check.position = (last or 0) + 1
+    _apply_fields(check, {k: v for k, v in fields.items() if k in CHECK_FIELDS})
+    if "assertions" not in fields:
+        check.assertions = clean_assertions(["status in [200, 204]"])
+    _set_secret_headers(check, secret_headers)
+    _validate_destination(check)
+    _schedule_from(check, now)
+    _save(check)
+    topic_obj = suite or check
+    events.publish(
+        membership.project.topic,
+        "check.step_added" if suite is not None else "check.created",
+        project=membership.project_id,
+        actor=actor,
+        obj=check,
+        after=_check_snapshot(check),
+        data={"check_id": topic_obj.pk, "name": check.name},
+    )
+    return check
+
+
+@transaction.atomic
+def create_suite(
+    actor: Any,
+    membership: Membership,
+    *,
+    environment: Environment | str,
+    name: str,
+    service: Service | str | None = None,
+    interval_seconds: int | None = None,
+    enabled: bool = True,
+    steps: Sequence[dict[str, Any]] = (),
+) -> Check:
+    """A smoke suite and its steps (each a dict of check fields), in one transaction."""
+    require_role(membership, Membership.Role.ENGINEER)
+    if len(steps) > MAX_STEPS:
+        raise ValidationError({"steps": f"At most {MAX_STEPS} steps."})
+    now = timezone.now()
+    suite = Check(
+        project=membership.project,
+        environment=_resolve_environment(membership, environment),
+        service=_resolve_service(membership, service),
+        kind=Check.Kind.SUITE,
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+        created_at=now,
+        updated_at=now,
+    )
+    _apply_fields(suite, {"name": name, "interval_seconds": interval_seconds, "enabled": enabled})
+    _schedule_from(suite, now)
+    _save(suite)
+    events.publish(
+        membership.project.topic,
+        "check.created",
+        project=membership.project_id,
+        actor=actor,
+        obj=suite,
+        after=_check_snapshot(suite),
+        data={"check_id": suite.pk, "name": suite.name},
+    )
+    for index, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise ValidationError({"steps": f"Step {index + 1} is not an object."})
+        step = dict(step)
+        try:
+            create_check(
+                actor,
+                membership,
+                suite=suite,
+                service=step.pop("service", None),
+                secret_headers=step.pop("secret_headers", None),
+                **step,
+            )
+        except ValidationError as exc:
+            detail = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+            raise ValidationError(
+                {
+                    "steps": [
+                        f"Step {index + 1}: "
+                        + "; ".join(
+                            f"{k}: {' '.join(v)}" if k else " ".join(v) for k, v in detail.items()
+                        )
+                    ]
+                }
+            ) from None
+    return suite
+
+
+@transaction.atomic
+def update_check(
+    actor: Any,
+    membership: Membership,
+    check: Check,
+    *,
+    secret_headers: dict[str, str] | None = None,
+    service: Service | str | None | type[Ellipsis] = ...,
+    **changes: Any,
+) -> Check:
+    """Change a check, a suite or a step. ``secret_headers``: None keeps them, {} removes them."""
+    require_role(membership, Membership.Role.ENGINEER)
+    check = (
+        Check.objects.select_for_update(of=("self",))
+        .select_related("environment", "service", "parent", "project")
+        .get(pk=check.pk, project_id=membership.project_id)
+    )
+    before = _check_snapshot(check)
+    fields = {k: v for k, v in changes.items() if k in CHECK_FIELDS}
+    if check.is_step:
+        fields.pop("interval_seconds", None)
+    if check.is_suite:
+        fields = {k: v for k, v in fields.items() if k in ("name", "interval_seconds", "enabled")}
+    schedule_changed = any(
+        k in fields and fields[k] != getattr(check, k) for k in ("interval_seconds", "enabled")
+    )
+    _apply_fields(check, fields)
+    if service is not ...:
+        check.service = _resolve_service(membership, service)  # type: ignore[arg-type]
+    if not check.is_suite:
+        _set_secret_headers(check, secret_headers)
+        _validate_destination(check)
+    now = timezone.now()
+    if schedule_changed:
+        _schedule_from(check, now)
+    check.updated_at = now
+    _save(check)
+    events.publish(
+        membership.project.topic,
+        "check.updated",
+        project=membership.project_id,
+        actor=actor,
+        obj=check,
+        before=before,
+        after=_check_snapshot(check),
+        data={"check_id": (check.parent_id or check.pk), "name": check.name},
+    )
+    return check
+
+
+@transaction.atomic
+def delete_check(actor: Any, membership: Membership, check: Check) -> None:
+    """Delete a check or suite with its results (a suite takes its steps along)."""
+    require_role(membership, Membership.Role.ENGINEER)
+    check = (
+        Check.objects.select_for_update(of=("self",))
+        .select_related("environment", "service")
+        .get(pk=check.pk, project_id=membership.project_id)
+    )
+    before = _check_snapshot(check)
+    check_id = check.pk
+    check.delete()
+    events.publish(
+        membership.project.topic,
+        "check.deleted",
+        project=membership.project_id,
+        actor=actor,
+        before=before,
+        data={"check_id": check_id, "name": before["name"]},
+    )
+
+
+# --- Running --------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one run of a check or suite found; ``result`` is the stored row once recorded."""
+
+    check: Check
+    passed: bool
+    status_code: int | None
+    latency_ms: float | None
+    failures: list[dict[str, Any]]
+    error: str
+    excerpt: str
+    started_at: datetime
+    details: list[dict[str, Any]] = field(default_factory=list)
+    result: CheckResult | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.error:
+            return self.error[:500]
+        if self.failures:
+            first = self.failures[0]
+            prefix = f"{first['step']}: " if first.get("step") else ""
+            return (prefix + first["message"])[:500]
+        latency = f" in {self.latency_ms:.0f} ms" if self.latency_ms is not None else ""
+        if self.check.is_suite:
+            return (
+                f"{len(self.details)} step{'s' if len(self.details) != 1 else ''} passed{latency}"
+            )
+        return f"HTTP {self.status_code}{latency}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The API's answer to a run."""
+        return {
+            "check_id": self.check.pk,
+            "result_id": self.result.pk if self.result is not None else None,
+            "passed": self.passed,
+            "status_code": self.status_code,
+            "latency_ms": self.latency_ms,
+            "failures": self.failures,
+            "error": self.error or None,
+            "excerpt": self.excerpt,
+            "steps": self.details,
+            "started_at": self.started_at.isoformat(),
+        }
+
+
+@dataclass
+class _Plan:
+    check: Check
+    policy: AddressPolicy
+    spec: CheckSpec | None = None
+    problem: str = ""  # why it cannot run at all (no URL, undecryptable secret)
+    steps: list[_Plan] = field(default_factory=list)
+
+
+def _failure_dict(failure: Failure, step: str | None = None) -> dict[str, Any]:
+    data = {
+        "message": failure.message,
+        "expected": failure.expected,
+        "actual": failure.actual,
+        "assertion": dict(failure.assertion),
+    }
+    if step is not None:
+        data["step"] = step
+    return data
+
+
+def _error_failure(error: str, step: str | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "message": error,
+        "expected": "a response",
+        "actual": None,
+        "assertion": None,
+    }
+    blocked = _BLOCKED.match(error)
+    if blocked:
+        data["rule"] = blocked["rule"]
+    if step is not None:
+        data["step"] = step
+    return data
+
+
+def _spec_for(check: Check, policy: AddressPolicy) -> _Plan:
+    plan = _Plan(check=check, policy=policy)
+    url = check.resolved_url()
+    if not url:
+        plan.problem = "no URL: the environment has no base URL for this path"
+        return plan
+    try:
+        headers = check.request_headers()
+    except DecryptionError:
+        plan.problem = "the secret headers cannot be decrypted with the current key"
+        return plan
+    plan.spec = CheckSpec(
+        id=check.pk,
+        method=check.method,
+        url=url,
+        headers=headers,
+        body=check.body or None,
+        timeout_s=min(max(check.timeout_seconds, 0.1), MAX_TIMEOUT_SECONDS),
+        assertions=check.assertions,
+        follow_redirects=check.follow_redirects,
+    )
+    return plan
+
+
+def _plan(checks: Sequence[Check]) -> list[_Plan]:
+    """Load everything a run needs, so the async part never touches the database."""
+    policies: dict[int, AddressPolicy] = {}
+    suite_ids = [c.pk for c in checks if c.is_suite]
+    steps_by_suite: dict[int, list[Check]] = defaultdict(list)
+    if suite_ids:
+        for step in (
+            Check.objects.filter(parent_id__in=suite_ids)
+            .select_related("environment", "service")
+            .order_by("parent_id", "position", "pk")
+        ):
+            steps_by_suite[step.parent_id].append(step)
+    plans = []
+    for check in checks:
+        env = check.environment
+        if env.pk not in policies:
+            policies[env.pk] = policy_for(env)
+        policy = policies[env.pk]
+        if check.is_suite:
+            plan = _Plan(check=check, policy=policy)
+            plan.steps = [_spec_for(step, policy) for step in steps_by_suite[check.pk]]
+            if not plan.steps:
+                plan.problem = "this suite has no steps yet"
+            plans.append(plan)
+        else:
+            plans.append(_spec_for(check, policy))
+    return plans
+
+
+def _outcome(check: Check, result: EngineResult, step: str | None = None) -> Outcome:
+    failures = [_failure_dict(f, step) for f in result.failures]
+    if result.error:
+        failures = [_error_failure(result.error, step)]
+    return Outcome(
+        check=check,
+        passed=result.passed,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+        failures=failures,
+        error=result.error or "",
+        excerpt=result.excerpt[:EXCERPT_CHARS],
+        started_at=result.started_at,
+    )
+
+
+def _problem_outcome(check: Check, problem: str, step: str | None = None) -> Outcome:
+    return Outcome(
+        check=check,
+        passed=False,
+        status_code=None,
+        latency_ms=None,
+        failures=[_error_failure(problem, step)],
+        error=problem,
+        excerpt="",
+        started_at=timezone.now(),
+    )
+
+
+async def _run_suite(plan: _Plan, client_for: Any) -> Outcome:
+    """Steps in order, each on the environment's shared client; the suite passes if all do."""
+    if plan.problem:
+        return _problem_outcome(plan.check, plan.problem)
+    started_at = timezone.now()
+    details: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    total_latency = 0.0
+    last_status = None
+    first_failed: Outcome | None = None
+    last: Outcome | None = None
+    deadline = time.monotonic() + SUITE_DEADLINE_SECONDS
+    for step_plan in plan.steps:
+        name = step_plan.check.name
+        if time.monotonic() > deadline:
+            step = _problem_outcome(
+                step_plan.check,
+                f"not run: the suite took longer than {SUITE_DEADLINE_SECONDS:g} s",
+                name,
+            )
+        elif step_plan.problem:
+            step = _problem_outcome(step_plan.check, step_plan.problem, name)
+        else:
+            [result] = await run_checks([step_plan.spec], client=client_for(plan.policy))
+            step = _outcome(step_plan.check, result, name)
+        details.append(
+            {
+                "step": name,
+                "check_id": step_plan.check.pk,
+                "passed": step.passed,
+                "status_code": step.status_code,
+                "latency_ms": step.latency_ms,
+                "failures": step.failures,
+            }
+        )
+        failures.extend(step.failures)
+        total_latency += step.latency_ms or 0.0
+        last_status = step.status_code
+        last = step
+        if not step.passed and first_failed is None:
+            first_failed = step
+    shown = first_failed or last
+    return Outcome(
+        check=plan.check,
+        passed=first_failed is None,
+        status_code=first_failed.status_code if first_failed else last_status,
+        latency_ms=round(total_latency, 3),
+        failures=failures,
+        error="",
+        excerpt=shown.excerpt if shown else "",
+        started_at=started_at,
+        details=details,
+    )
+
+
+async def _execute(
+    plans: list[_Plan], *, inner_backend: httpcore.AsyncNetworkBackend | None = None
+) -> list[Outcome]:
+    """Run every plan concurrently: one pooled, guarded client per address policy."""
+    clients: dict[AddressPolicy, GuardedClient] = {}
+    limits = httpx.Limits(max_connections=PER_HOST_LIMIT, max_keepalive_connections=PER_HOST_LIMIT)
+
+    def client_for(policy: AddressPolicy) -> GuardedClient:
+        if policy not in clients:
+            clients[policy] = make_client(policy, limits=limits, inner_backend=inner_backend)
+        return clients[policy]
+
+    outcomes: list[Outcome | None] = [None] * len(plans)
+    by_policy: dict[AddressPolicy, list[int]] = defaultdict(list)
+    jobs = []
+    for index, plan in enumerate(plans):
+        if plan.check.is_suite:
+            jobs.append((index, _run_suite(plan, client_for)))
+        elif plan.problem:
+            outcomes[index] = _problem_outcome(plan.check, plan.problem)
+        else:
+            by_policy[plan.policy].append(index)
+
+    async def run_group(policy: AddressPolicy, indexes: list[int]) -> None:
+        results = await run_checks(
+            [plans[i].spec for i in indexes],
+            client=client_for(policy),
+            per_host_limit=PER_HOST_LIMIT,
+            max_connections=MAX_CONNECTIONS,
+        )
+        for i, result in zip(indexes, results, strict=True):
+            outcomes[i] = _outcome(plans[i].check, result)
+
+    async def run_suite(index: int, job: Any) -> None:
+        outcomes[index] = await job
+
+    try:
+        await asyncio.gather(
+            *(run_group(policy, indexes) for policy, indexes in by_policy.items()),
+            *(run_suite(index, job) for index, job in jobs),
+        )
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return [o for o in outcomes if o is not None]
+
+
+def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from synchronous code.
+
+    In a thread where an event loop already runs (an async caller, a test harness), asyncio.run
+    would refuse; the coroutine then gets a thread and a loop of its own.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+def run_units(
+    checks: Sequence[Check],
+    *,
+    trigger: str,
+    actor: Any = None,
+    inner_backend: httpcore.AsyncNetworkBackend | None = None,
+) -> list[Outcome]:
+    """Run checks and suites now, store their results and return the outcomes, in order.
+
+    Blocking; call it from a task, a management command or a (sync) request, never from inside
+    a running event loop. ``inner_backend`` is for tests: the socket layer under the guard.
+    """
+    checks = [c for c in checks if not c.is_step]
+    if not checks:
+        return []
+    plans = _plan(checks)
+    outcomes = run_async(lambda: _execute(plans, inner_backend=inner_backend))
+    _record(outcomes, trigger=trigger, actor=actor)
+    evaluate_targets({c.environment_id for c in checks})
+    return outcomes
+
+
+def load_checks(ids: Iterable[int]) -> list[Check]:
+    return list(
+        Check.objects.filter(pk__in=list(ids), parent__isnull=True)
+        .select_related("environment", "environment__monitoring", "service", "project")
+        .order_by("pk")
+    )
+
+
+# --- Recording ------------------------------------------------------------------------------
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _day(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _add_to_rollups(outcomes: Sequence[Outcome]) -> None:
+    """Add the outcomes to their hourly and daily buckets with one upsert that sums."""
+    buckets: dict[tuple[int, str, datetime], list[float]] = {}
+    for outcome in outcomes:
+        started = outcome.started_at.astimezone(UTC)
+        timed = outcome.status_code is not None and outcome.latency_ms is not None
+        latency = float(outcome.latency_ms or 0.0) if timed else 0.0
+        for span, start in (("hour", _hour(started)), ("day", _day(started))):
+            bucket = buckets.setdefault((outcome.check.pk, span, start), [0, 0, 0, 0.0, 0.0])
+            bucket[0] += 1
+            bucket[1] += 0 if outcome.passed else 1
+            bucket[2] += 1 if timed else 0
+            bucket[3] += latency
+            bucket[4] = max(bucket[4], latency)
+    if not buckets:
+        return
+    table = CheckRollup._meta.db_table
+    rows = []
+    # Sorted, so two transactions touching the same buckets take their locks in one order.
+    for (check_id, span, start), (runs, failures, count, total, peak) in sorted(buckets.items()):
+        rows.append(
+            [
+                check_id,
+                span,
+                connection.ops.adapt_datetimefield_value(start),
+                runs,
+                failures,
+                count,
+                total,
+                peak,
+            ]
+        )
+    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+    # Portable between PostgreSQL and SQLite (the embedded default).
+    sql = (
+        f"INSERT INTO {table} (health_check_id, span, start, runs, failures, latency_count, "  # noqa: S608
+        f"latency_sum_ms, latency_max_ms) VALUES {placeholders} "
+        "ON CONFLICT (health_check_id, span, start) DO UPDATE SET "
+        f"runs = {table}.runs + excluded.runs, "
+        f"failures = {table}.failures + excluded.failures, "
+        f"latency_count = {table}.latency_count + excluded.latency_count, "
+        f"latency_sum_ms = {table}.latency_sum_ms + excluded.latency_sum_ms, "
+        f"latency_max_ms = CASE WHEN excluded.latency_max_ms > {table}.latency_max_ms "
+        f"THEN excluded.latency_max_ms ELSE {table}.latency_max_ms END"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for row in rows for value in row])
+
+
+def _record(outcomes: Sequence[Outcome], *, trigger: str, actor: Any = None) -> None:
+    if not outcomes:
+        return
+    now = timezone.now()
+    with transaction.atomic():
+        # Lock the checks (in id order) so a delete cannot slip between reading and writing
+        # and two recorders of the same check take turns; the statuses read here are current.
+        current = dict(
+            Check.objects.select_for_update()
+            .filter(pk__in=[o.check.pk for o in outcomes])
+            .order_by("pk")
+            .values_list("pk", "status")
+        )
+        outcomes = [o for o in outcomes if o.check.pk in current]
+        results = CheckResult.objects.bulk_create(
+            [
+                CheckResult(
+                    health_check_id=o.check.pk,
+                    started_at=o.started_at,
+                    passed=o.passed,
+                    status_code=o.status_code,
+                    latency_ms=o.latency_ms,
+                    error=o.error,
+                    failures=o.failures,
+                    excerpt=o.excerpt,
+                    details=o.details,
+                    trigger=trigger,
+                )
+                for o in outcomes
+            ]
+        )
+        for outcome, result in zip(outcomes, results, strict=True):
+            outcome.result = result
+        _add_to_rollups(outcomes)
+        for outcome in outcomes:
+            check = outcome.check
+            check.last_run_at = outcome.started_at
+            check.last_passed = outcome.passed
+            check.last_status_code = outcome.status_code
+            check.last_latency_ms = outcome.latency_ms
+            check.last_summary = outcome.summary
+        Check.objects.bulk_update(
+            [o.check for o in outcomes],
+            ["last_run_at", "last_passed", "last_status_code", "last_latency_ms", "last_summary"],
+        )
+        for outcome in outcomes:
+            _move_state(outcome, current[outcome.check.pk], now)
+            if trigger in (CheckResult.Trigger.MANUAL, CheckResult.Trigger.API):
+                check = outcome.check
+                events.publish(
+                    check.topic,
+                    "check.ran",
+                    project=check.project_id,
+                    actor=actor,
+                    obj=check,
+                    data={
+                        "check_id": check.pk,
+                        "result_id": outcome.result.pk,
+                        "passed": outcome.passed,
+                        "summary": outcome.summary,
+                        "trigger": trigger,
+                    },
+                )
+
+
+def _move_state(outcome: Outcome, old: str, now: datetime) -> None:
+    """Passing <-> failing: one event and one notification, whoever else is recording."""
+    check = outcome.check
+    new = Check.Status.PASSING if outcome.passed else Check.Status.FAILING
+    for _attempt in range(3):
+        if old == new:
+            check.status = new
+            return
+        if new not in Check.TRANSITIONS[old]:
+            return
+        # Compare-and-swap: only the writer that still sees `old` moves the state.
+        if Check.objects.filter(pk=check.pk, status=old).update(status=new, status_changed_at=now):
+            break
+        old = Check.objects.filter(pk=check.pk).values_list("status", flat=True).first() or new
+    else:
+        return
+    check.status, check.status_changed_at = new, now
+    if Check.Status.FAILING not in (old, new):
+        return  # a new check's first good run is not news
+    verb = "check.failing" if new == Check.Status.FAILING else "check.recovered"
+    data = {
+        "check_id": check.pk,
+        "name": check.name,
+        "kind": check.kind,
+        "environment": check.environment.name,
+        "service": check.service.name if check.service_id else None,
+        "from": old,
+        "to": new,
+        "summary": outcome.summary,
+        "result_id": outcome.result.pk if outcome.result else None,
+    }
+    event = events.publish(
+        check.project.topic,
+        verb,
+        project=check.project_id,
+        obj=check,
+        before={"status": old},
+        after={"status": new},
+        data=data,
+    )
+    # The check page listens on the check's own topic. This copy carries no project so the
+    # audit timeline shows the change once.
+    events.publish(check.topic, verb, obj=check, data={**data, "event_id": event.pk})
+    from . import notify
+
+    notify.queue(
+        environment=check.environment,
+        event=verb,
+        health_check=check,
+        subject=notify.check_subject(check, new),
+        text=notify.check_text(check, old, new, outcome.summary),
+        payload=notify.check_payload(check, old, new, outcome.summary, event.created_at),
+    )
+
+
+# --- Scheduling -----------------------------------------------------------------------------
+
+
+def next_slot(previous: datetime, interval_seconds: int, now: datetime) -> datetime:
+    """The first slot of the schedule after `now`: previous + k * interval.
+
+    Computed from the schedule, never from when a run finished, so runs do not drift; a slot
+    missed while nothing was dispatching is skipped rather than run late in a burst.
+    """
+    interval = timedelta(seconds=interval_seconds)
+    if previous > now:
+        return previous
+    missed = (now - previous) // interval
+    return previous + (missed + 1) * interval
+
+
+def claim_due_checks(now: datetime | None = None, limit: int = DISPATCH_LIMIT) -> list[uuid.UUID]:
+    """Claim the checks due at `now` and enqueue them in batches; returns the batch tokens.
+
+    Rows locked by another dispatcher are skipped, so two beats never claim the same run.
+    """
+    from . import tasks
+
+    now = now or timezone.now()
+    tokens: list[uuid.UUID] = []
+    with transaction.atomic():
+        due = list(
+            Check.objects.select_for_update(skip_locked=True)
+            .filter(
+                enabled=True,
+                interval_seconds__isnull=False,
+                parent__isnull=True,
+                next_run_at__lte=now,
+            )
+            .only("pk", "next_run_at", "interval_seconds")
+            .order_by("next_run_at")[:limit]
+        )
+        for start in range(0, len(due), RUN_BATCH):
+            token = uuid.uuid4()
+            tokens.append(token)
+            for check in due[start : start + RUN_BATCH]:
+                check.next_run_at = next_slot(check.next_run_at, check.interval_seconds, now)
+                check.dispatch_token = token
+        if due:
+            Check.objects.bulk_update(due, ["next_run_at", "dispatch_token"])
+        for token in tokens:
+            transaction.on_commit(lambda token=token: tasks.run_batch.delay(str(token)))
+    return tokens
+
+
+def take_batch(token: uuid.UUID | str) -> list[int]:
+    """The ids of a dispatched batch, once: a redelivered task gets an empty list."""
+    with transaction.atomic():
+        ids = list(
+            Check.objects.select_for_update()
+            .filter(dispatch_token=token)
+            .values_list("pk", flat=True)
+        )
+        if ids:
+            Check.objects.filter(pk__in=ids, dispatch_token=token).update(dispatch_token=None)
+    return ids
+
+
+def run_batch(token: uuid.UUID | str) -> list[Outcome]:
+    return run_units(load_checks(take_batch(token)), trigger=CheckResult.Trigger.SCHEDULE)
+
+
+def request_run(actor: Any, membership: Membership, check: Check) -> uuid.UUID:
+    """Ask a worker to run a check now; its result arrives as a "check.ran" event."""
+    from . import tasks
+
+    require_role(membership, Membership.Role.ENGINEER)
+    if check.project_id != membership.project_id or check.is_step:
+        raise ValidationError("Run the suite this step belongs to.")
+    token = uuid.uuid4()
+    with transaction.atomic():
+        Check.objects.filter(pk=check.pk).update(run_request_token=token)
+        actor_id = actor.pk if getattr(actor, "is_authenticated", False) else None
+        check_id = check.pk
+        transaction.on_commit(lambda: tasks.run_requested.delay(check_id, str(token), actor_id))
+    return token
+
+
+def take_run_request(check_id: int, token: uuid.UUID | str) -> Check | None:
+    """The check, if this request is still the open one (and claim it); else None."""
+    if not Check.objects.filter(pk=check_id, run_request_token=token).update(
+        run_request_token=None
+    ):
+        return None
+    found = load_checks([check_id])
+    return found[0] if found else None
+
+
+# --- Retention ------------------------------------------------------------------------------
+
+
+def prune(
+    now: datetime | None = None, batch: int = 10_000, max_batches: int = 100
+) -> dict[str, int]:
+    """Delete raw results past RESULT_RETENTION_DAYS and rollups past ROLLUP_RETENTION_DAYS,
+    in bounded batches so a large backlog never holds one long transaction."""
+    now = now or timezone.now()
+    deleted = {"results": 0, "rollups": 0}
+    plans = [
+        (CheckResult, "started_at", now - timedelta(days=RESULT_RETENTION_DAYS), "results"),
+        (CheckRollup, "start", now - timedelta(days=ROLLUP_RETENTION_DAYS), "rollups"),
+    ]
+    for model, column, cutoff, key in plans:
+        for _ in range(max_batches):
+            ids = list(
+                model.objects.filter(**{f"{column}__lt": cutoff}).values_list("pk", flat=True)[
+                    :batch
+                ]
+            )
+            if not ids:
+                break
+            deleted[key] += model.objects.filter(pk__in=ids).delete()[0]
+    Notification.objects.filter(created_at__lt=now - timedelta(days=ROLLUP_RETENTION_DAYS)).delete()
+    return deleted
+
+
+# --- Performance targets --------------------------------------------------------------------
+
+
+TARGET_FIELDS = ["metric", "target", "alert_threshold", "window_hours"]
+
+
+def _target_environment(membership: Membership, environment: Environment) -> None:
+    require_role(membership, Membership.Role.LEAD)
+    if environment.project_id != membership.project_id:
+        raise ValidationError("That environment belongs to another project.")
+
+
+@transaction.atomic
+def set_target(
+    actor: Any, membership: Membership, environment: Environment, **fields: Any
+) -> PerformanceTarget:
+    """Create or change the target for one metric of an environment."""
+    _target_environment(membership, environment)
+    metric = fields.get("metric")
+    if metric not in PerformanceTarget.Metric.values:
+        raise ValidationError(
+            {"metric": f"Choose one of: {', '.join(PerformanceTarget.Metric.values)}."}
+        )
+    target, _ = PerformanceTarget.objects.select_for_update().get_or_create(
+        environment=environment,
+        metric=metric,
+        defaults={"target": 0, "alert_threshold": 0},
+    )
+    for key in ("target", "alert_threshold", "window_hours"):
+        if key in fields and fields[key] is not None:
+            try:
+                value = float(fields[key]) if key != "window_hours" else int(fields[key])
+            except (TypeError, ValueError):
+                raise ValidationError({key: "Give a number."}) from None
+            setattr(target, key, value)
+    target.full_clean(validate_unique=False, validate_constraints=False)
+    target.save()
+    events.publish(
+        environment.project.topic,
+        "environment.target_set",
+        project=environment.project_id,
+        actor=actor,
+        obj=target,
+        after={
+            "environment": environment.name,
+            "metric": target.metric,
+            "target": target.target,
+            "alert_threshold": target.alert_threshold,
+            "window_hours": target.window_hours,
+        },
+    )
+    transaction.on_commit(lambda: evaluate_targets({environment.pk}))
+    return target
+
+
+@transaction.atomic
+def delete_target(actor: Any, membership: Membership, target: PerformanceTarget) -> None:
+    environment = target.environment
+    _target_environment(membership, environment)
+    before = {"environment": environment.name, "metric": target.metric}
+    target.delete()
+    events.publish(
+        environment.project.topic,
+        "environment.target_removed",
+        project=environment.project_id,
+        actor=actor,
+        before=before,
+    )
+
+
+def _measure(environment_id: int, window_hours: int, now: datetime) -> dict[str, Any]:
+    since = _hour(now - timedelta(hours=window_hours))
+    return CheckRollup.objects.filter(
+        span=CheckRollup.Span.HOUR,
+        start__gte=since,
+        health_check__environment_id=environment_id,
+        health_check__parent__isnull=True,
+    ).aggregate(
+        runs=Sum("runs"),
+        failures=Sum("failures"),
+        timed=Sum("latency_count"),
+        latency=Sum("latency_sum_ms"),
+        slowest=Max("latency_max_ms"),
+    )
+
+
+def target_value(target: PerformanceTarget, measured: dict[str, Any]) -> float | None:
+    if target.metric == PerformanceTarget.Metric.ERROR_RATE:
+        if not measured["runs"]:
+            return None
+        return round(100.0 * (measured["failures"] or 0) / measured["runs"], 3)
+    if not measured["timed"]:
+        return None
+    if target.metric == PerformanceTarget.Metric.RESPONSE_TIME_MAX:
+        return round(measured["slowest"], 1)
+    return round(measured["latency"] / measured["timed"], 1)
+
+
+def evaluate_targets(
+    environment_ids: Iterable[int] | None = None, now: datetime | None = None
+) -> list[PerformanceTarget]:
+    """Compare each target with its window of rollups; entering or leaving "breached" is one
+    event and one notification."""
+    now = now or timezone.now()
+    targets = PerformanceTarget.objects.select_related("environment", "environment__project")
+    if environment_ids is not None:
+        targets = targets.filter(environment_id__in=list(environment_ids))
+    measured: dict[tuple[int, int], dict[str, Any]] = {}
+    changed = []
+    for target in targets:
+        key = (target.environment_id, target.window_hours)
+        if key not in measured:
+            measured[key] = _measure(*key, now)
+        value = target_value(target, measured[key])
+        if value is None:
+            new = PerformanceTarget.Status.UNKNOWN
+        elif value > target.alert_threshold:
+            new = PerformanceTarget.Status.BREACHED
+        elif value > target.target:
+            new = PerformanceTarget.Status.WARNING
+        else:
+            new = PerformanceTarget.Status.OK
+        with transaction.atomic():
+            old = target.status
+            won = False
+            if new != old:
+                won = bool(
+                    PerformanceTarget.objects.filter(pk=target.pk, status=old).update(
+                        status=new, status_changed_at=now, last_value=value, evaluated_at=now
+                    )
+                )
+            if not won:
+                PerformanceTarget.objects.filter(pk=target.pk).update(
+                    last_value=value, evaluated_at=now
+                )
+            target.last_value, target.evaluated_at = value, now
+            if won:
+                target.status = new
+                changed.append(target)
+                breached = PerformanceTarget.Status.BREACHED
+                if breached in (old, new):
+                    _publish_target(target, old, new, value)
+    return changed
+
+
+def _publish_target(target: PerformanceTarget, old: str, new: str, value: float | None) -> None:
+    environment = target.environment
+    verb = "target.breached" if new == PerformanceTarget.Status.BREACHED else "target.recovered"
+    data = {
+        "environment": environment.name,
+        "metric": target.metric,
+        "value": value,
+        "target": target.target,
+        "alert_threshold": target.alert_threshold,
+        "from": old,
+        "to": new,
+    }
+    event = events.publish(
+        environment.project.topic,
+        verb,
+        project=environment.project_id,
+        obj=target,
+        before={"status": old},
+        after={"status": new},
+        data=data,
+    )
+    from . import notify
+
+    notify.queue(
+        environment=environment,
+        event=verb,
+        target=target,
+        subject=notify.target_subject(target, new, value),
+        text=notify.target_text(target, new, value),
+        payload=notify.target_payload(target, old, new, value, event.created_at),
+    )
+
+
+# --- Entry points for other apps ------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    """The answer of ``run_suite_for_environment``."""
+
+    passed: bool
+    ran: int
+    outcomes: list[Outcome]
+    summary: str
+
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.passed]
+
+
+def run_suite_for_environment(
+    environment: Environment,
+    *,
+    services: Iterable[Service | str] | None = None,
+    include_checks: bool = True,
+    trigger: str = CheckResult.Trigger.DEPLOYMENT,
+    actor: Any = None,
+) -> Verification:
+    """Run the environment's enabled smoke suites (and, with ``include_checks``, its enabled
+    checks) now, store the results, and say whether everything passed.
+
+    ``services`` limits the run to what belongs to those services plus environment-wide
+    suites and checks (no service). With nothing to run the answer is ``passed=True, ran=0``;
+    callers that require verification should look at ``ran``. Blocking: call it from a worker.
+    """
+    units = Check.objects.filter(environment=environment, parent__isnull=True, enabled=True)
+    if not include_checks:
+        units = units.filter(kind=Check.Kind.SUITE)
+    if services is not None:
+        names = [s.name if isinstance(s, Service) else s for s in services]
+        units = units.filter(service__isnull=True) | units.filter(service__name__in=names)
+    checks = load_checks(units.values_list("pk", flat=True))
+    outcomes = run_units(checks, trigger=trigger, actor=actor)
+    failed = [o for o in outcomes if not o.passed]
+    if not outcomes:
+        summary = f"No smoke suites or checks are defined for {environment.name}."
+    elif failed:
+        summary = f"{len(failed)} of {len(outcomes)} failed: " + "; ".join(
+            f"{o.check.name}: {o.summary}" for o in failed[:5]
+        )
+    else:
+        summary = f"All {len(outcomes)} passed."
+    return Verification(passed=not failed, ran=len(outcomes), outcomes=outcomes, summary=summary)
+
+
+def run_for_checklist_item(run_item: Any) -> Any:
+    """The checklist automation runner for ``{"kind": "check", "check_id": N}``.
+
+    The check must belong to the run's project (an item cannot reach into another project).
+    A ``{"kind": "check", "name": "..."}`` item runs the check of that name in the run's
+    environment instead, so one template can serve staging and production.
+    """
+    from checklists.automation import AutomationResult
+
+    spec = run_item.item.automation or {}
+    run = run_item.run
+    checks = Check.objects.filter(project_id=run.project_id, parent__isnull=True)
+    if spec.get("check_id") is not None:
+        checks = checks.filter(pk=spec["check_id"])
+    elif spec.get("name") and run.environment_id:
+        checks = checks.filter(name=spec["name"], environment_id=run.environment_id)
+    else:
+        return AutomationResult(False, 'Give "check_id" (or "name") in the automation.')
+    found = load_checks(checks.values_list("pk", flat=True)[:1])
+    if not found:
+        return AutomationResult(False, "The check of this item does not exist in this project.")
+    [outcome] = run_units(found, trigger=CheckResult.Trigger.CHECKLIST)
+    check = outcome.check
+    summary = f"{check.name} ({check.environment.name}): {'passed' if outcome.passed else 'failed'}"
+    summary += f" — {outcome.summary}"
+    lines = [summary, f"Started: {outcome.started_at.isoformat()}"]
+    if outcome.status_code is not None:
+        lines.append(f"HTTP status: {outcome.status_code}")
+    if outcome.latency_ms is not None:
+        lines.append(f"Latency: {outcome.latency_ms:.1f} ms")
+    for detail in outcome.details:
+        lines.append(
+            f"Step {detail['step']}: {'passed' if detail['passed'] else 'failed'}"
+            f" (HTTP {detail['status_code']})"
+        )
+    for failure in outcome.failures:
+        lines.append(f"Failed: {failure['message']}")
+    if outcome.excerpt:
+        lines += ["", "Response excerpt:", outcome.excerpt]
+    return AutomationResult(outcome.passed, summary, "\n".join(lines))

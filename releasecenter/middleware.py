@@ -1,0 +1,91 @@
+"""Middleware of our own. Each works in both modes so an async view (the event stream) runs on the
+event loop under uvicorn instead of being pushed through a thread by a sync-only link."""
+
+import re
+import uuid
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from whitenoise.middleware import WhiteNoiseMiddleware
+
+from .request_context import current_request_id
+
+_safe_id = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class _BothModes:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):  # noqa: ANN001
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):  # noqa: ANN001, ANN204
+        if self.async_mode:
+            return self.__acall__(request)
+        return self.handle(request)
+
+    def handle(self, request):  # noqa: ANN001, ANN201
+        raise NotImplementedError
+
+    async def __acall__(self, request):  # noqa: ANN001, ANN204
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(_BothModes):
+    """Tags each request with an id (the caller's X-Request-ID when sane) for logs and audit rows."""
+
+    def _start(self, request):  # noqa: ANN001, ANN202
+        incoming = request.headers.get("X-Request-ID", "")
+        request.request_id = incoming if _safe_id.match(incoming) else uuid.uuid4().hex
+        return current_request_id.set(request.request_id)
+
+    def handle(self, request):  # noqa: ANN001, ANN201
+        token = self._start(request)
+        try:
+            response = self.get_response(request)
+        finally:
+            current_request_id.reset(token)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+    async def __acall__(self, request):  # noqa: ANN001, ANN204
+        token = self._start(request)
+        try:
+            response = await self.get_response(request)
+        finally:
+            current_request_id.reset(token)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    """WhiteNoise, made async-capable: a static file is served from a thread, anything else passes
+    straight through on the event loop."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response=None):  # noqa: ANN001
+        super().__init__(get_response)
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def _lookup(self, request):  # noqa: ANN001, ANN202
+        if self.autorefresh:
+            return self.find_file(request.path_info)
+        return self.files.get(request.path_info)
+
+    def __call__(self, request):  # noqa: ANN001, ANN204
+        if self.async_mode:
+            return self.__acall__(request)
+        return super().__call__(request)
+
+    async def __acall__(self, request):  # noqa: ANN001, ANN204
+        static_file = self._lookup(request)
+        if static_file is not None:
+            return await sync_to_async(self.serve, thread_sensitive=False)(static_file, request)
+        return await self.get_response(request)

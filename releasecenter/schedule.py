@@ -1,0 +1,41 @@
+"""The beat schedule, in code. Each entry names a task by its dotted path.
+
+Apps add their periodic work here (SLA timers, recurring checklists, the deployment reaper) so the
+whole schedule can be read in one place.
+"""
+
+BEAT_SCHEDULE: dict[str, dict] = {
+    "prune-worker-heartbeats": {
+        "task": "releasecenter.tasks.prune_worker_heartbeats",
+        "schedule": 300.0,
+    },
+    # Recurring checklists: open each schedule's run when its time comes, flag missed ones.
+    "checklists-open-recurring-runs": {
+        "task": "checklists.tasks.open_recurring_runs",
+        "schedule": 60.0,
+    },
+    "checklists-flag-missed-runs": {
+        "task": "checklists.tasks.flag_missed_runs",
+        "schedule": 60.0,
+    },
+    # Health checks: claim due checks every few seconds (their next run comes from the schedule,
+    # so this interval bounds lateness, not drift); targets and retention.
+    "monitoring-dispatch-due-checks": {
+        "task": "monitoring.tasks.dispatch_due_checks",
+        "schedule": 5.0,
+    },
+    "monitoring-evaluate-targets": {
+        "task": "monitoring.tasks.evaluate_targets",
+        "schedule": 60.0,
+    },
+    "monitoring-prune-results": {
+        "task": "monitoring.tasks.prune_results",
+        "schedule": 3600.0,
+    },
+    # Deployments: fail jobs whose worker stopped heartbeating ("worker lost"), requeue queued
+    # jobs whose message was lost. Every 15 s, so a dead worker is noticed within TTL + 15 s.
+    "deployments-reap": {
+        "task": "deployments.tasks.reap_deployments",
+        "schedule": 15.0,
+    },
+}

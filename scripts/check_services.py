@@ -1,0 +1,28 @@
+"""Stop the test run at once, naming the service, when PostgreSQL or Redis does not answer."""
+
+import os
+import sys
+
+import psycopg
+import redis
+
+database_url = os.environ["DATABASE_URL"]
+redis_url = os.environ["REDIS_URL"]
+
+try:
+    # Connect to the maintenance database: the suite creates its own test database.
+    conninfo = psycopg.conninfo.conninfo_to_dict(
+        database_url.replace("postgres://", "postgresql://", 1)
+    )
+    conninfo["dbname"] = "postgres"
+    with psycopg.connect(**conninfo, connect_timeout=3) as conn:
+        conn.execute("SELECT 1")
+except Exception as exc:  # noqa: BLE001
+    sys.exit(f"PostgreSQL is not reachable at {database_url}: {exc}")
+
+try:
+    redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3).ping()
+except Exception as exc:  # noqa: BLE001
+    sys.exit(f"Redis is not reachable at {redis_url}: {exc}")
+
+print(f"PostgreSQL at {database_url} and Redis at {redis_url} answer.")

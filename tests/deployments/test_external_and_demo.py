@@ -1,0 +1,122 @@
+"""External deployments reported by CI through the API, and the demo: its deploy targets point
+at the simulated cluster that `manage.py simcluster --seed-project` starts with its services."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import httpx
+from django.core.management import call_command
+
+from deployments import services
+from deployments.models import DeployedVersion, Deployment, DeployTarget, ReleaseTarget
+from tests.conftest import ROOT, _child_env, free_port, stop_process, wait_for_port
+
+from .jobs_helpers import approved_release
+
+
+def test_an_external_deployment_is_reported_start_steps_finish(personas, api_client_for):
+    services.save_deploy_target(
+        personas.admin, personas.membership(personas.admin), personas.staging, strategy="external"
+    )
+    release = approved_release(personas)
+    ci = api_client_for(personas.member)
+    created = ci.post(
+        f"/api/v1/releases/{release.pk}/deployments/", {"environment": "staging"}, format="json"
+    )
+    assert created.status_code == 201
+    pk = created.json()["id"]
+    base = f"/api/v1/deployments/{pk}/"
+    early = ci.post(base + "steps/", {"service": "api", "kind": "apply", "status": "running"})
+    assert early.status_code == 409
+    assert ci.post(base + "start/").json()["status"] == "running"
+    step = ci.post(
+        base + "steps/",
+        {
+            "service": "api",
+            "kind": "wait",
+            "status": "running",
+            "log": ["kubectl rollout status deploy/api"],
+            "progress": {"desired": 3, "updated": 1, "available": 1},
+        },
+        format="json",
+    )
+    assert step.status_code == 200, step.content
+    assert step.json()["detail"] == {"desired": 3, "updated": 1, "available": 1}
+    assert step.json()["log"] == ["kubectl rollout status deploy/api"]
+    bad = ci.post(base + "steps/", {"service": "nope", "kind": "wait", "status": "running"})
+    assert bad.status_code == 400
+    assert (
+        ci.post(
+            base + "steps/", {"service": "api", "kind": "wait", "status": "pending"}
+        ).status_code
+        == 400
+    )
+    ci.post(base + "steps/", {"service": "api", "kind": "wait", "status": "succeeded"})
+    backwards = ci.post(base + "steps/", {"service": "api", "kind": "wait", "status": "running"})
+    assert backwards.status_code == 409
+    assert ci.post(base + "finish/", {"status": "failed"}).status_code == 400
+    finished = ci.post(base + "finish/", {"status": "succeeded"})
+    assert finished.json()["status"] == "succeeded"
+    deployment = Deployment.objects.get(pk=pk)
+    assert not deployment.steps.filter(status__in=["pending", "running"]).exists()
+    assert ReleaseTarget.objects.get(release=release, environment=personas.staging).status == (
+        "verified"
+    )
+    assert set(
+        DeployedVersion.objects.filter(environment=personas.staging).values_list(
+            "version", flat=True
+        )
+    ) == {"1.4.0"}
+    assert (
+        ci.post(
+            base + "steps/", {"service": "api", "kind": "verify", "status": "running"}
+        ).status_code
+        == 409
+    )
+    assert ci.post(base + "rollback/").status_code == 400
+
+
+def test_demo_points_at_the_simulated_cluster_and_simcluster_serves_its_services(
+    transactional_db,
+):
+    call_command("seed_demo", stdout=io.StringIO())
+    targets = DeployTarget.objects.filter(environment__project__slug="acme-shop")
+    assert {t.environment.name for t in targets} == {"staging", "production"}
+    staging = targets.get(environment__name="staging")
+    assert staging.api_url == "http://127.0.0.1:8001" and staging.bearer_token
+    assert DeployedVersion.objects.filter(environment=staging.environment).count() == 8
+    port = free_port()
+    DeployTarget.objects.filter(environment__project__slug="acme-shop").update(
+        api_url=f"http://127.0.0.1:{port}"
+    )
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "simcluster",
+            "--port",
+            str(port),
+            "--seed-project",
+            "acme-shop",
+        ],
+        cwd=ROOT,
+        env=_child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, proc=sim)
+        health = httpx.get(
+            f"http://127.0.0.1:{port}/_services/acme-shop-staging/storefront-web/health"
+        )
+        assert health.json()["version"] == "1.3.0"
+        listed = httpx.get(
+            f"http://127.0.0.1:{port}/apis/apps/v1/namespaces/acme-shop-production/deployments"
+        ).json()
+        assert len(listed["items"]) == 8
+    finally:
+        stop_process(sim)
+    assert "simcluster: Kubernetes API at" in sim.stdout.read()
