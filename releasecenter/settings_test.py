@@ -12,6 +12,9 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/releas
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("LOG_JSON", "0")
+# Concurrency tests run 20 threads in the test process beside its own connection; each thread
+# holds a pooled connection while it works, so the pool needs room for all of them.
+os.environ.setdefault("DATABASE_POOL_MAX", "40")
 # One queue per test run: a worker the suite starts takes only this run's jobs.
 os.environ.setdefault("CELERY_QUEUE", f"test-{os.getpid()}")
 os.environ.setdefault(

@@ -12,12 +12,12 @@ import threading
 from collections import defaultdict
 
 import pytest
-from django.db import connection
 
 from checklists import services
 from checklists.models import Run, RunItem
 from releasecenter.models import AuditEvent
 from tests.checklists.conftest import runbook_with
+from tests.threads import run_together
 
 CLIENTS = 20
 ITEMS = 1000
@@ -32,29 +32,6 @@ ITEM_VERBS = {
 }
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def in_threads(count: int, work) -> list:  # noqa: ANN001
-    """Run work(index, barrier) in `count` threads that start together; re-raise failures."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-    errors: list[BaseException] = []
-
-    def target(index: int) -> None:
-        try:
-            results[index] = work(index, barrier)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=240)
-    assert not errors, errors
-    return results
 
 
 def replay(run: Run) -> dict[str, tuple[str, list[int]]]:
@@ -98,7 +75,7 @@ def test_twenty_clients_tick_and_untick_a_thousand_items(personas):
             applied.append((str(pk), done.version, done.state))
         return applied, refused
 
-    results = in_threads(CLIENTS, client)
+    results = run_together(CLIENTS, client)
     applied = [op for ops, _refused in results for op in ops]
     refused = sum(r for _ops, r in results)
     assert len(applied) + refused == CLIENTS * OPS_PER_CLIENT
@@ -133,7 +110,7 @@ def test_last_items_ticked_at_once_complete_the_run_exactly_once(personas):
         barrier.wait()
         services.tick(personas.member, row, expected_version=row.version)
 
-    in_threads(CLIENTS, tick)
+    run_together(CLIENTS, tick)
     run.refresh_from_db()
     assert run.status == "completed"
     assert AuditEvent.objects.filter(topic=f"run:{run.pk}", verb="run.completed").count() == 1
@@ -146,7 +123,7 @@ def test_last_items_ticked_at_once_complete_the_run_exactly_once(personas):
         if index % 2 == 0:
             services.untick(personas.member, row, expected_version=row.version)
 
-    in_threads(CLIENTS, untick_some)
+    run_together(CLIENTS, untick_some)
     run.refresh_from_db()
     assert run.status == "open" and run.completed_at is None
     verbs = defaultdict(int)
@@ -195,7 +172,7 @@ def test_twenty_browsers_over_http(start_web, personas):
         http.close()
         return applied, refused
 
-    results = in_threads(CLIENTS, browser)
+    results = run_together(CLIENTS, browser)
     applied = sorted(op for ops, _r in results for op in ops)
     events = sorted(
         (e.data["item"], e.data["version"])

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from deployments import services
 from deployments.models import Deployment, Override, ReleaseTarget
 from releasecenter.models import AuditEvent
+from tests.threads import run_together
 
 from .jobs_helpers import TOKEN, approved_release, configure
 
@@ -131,24 +132,11 @@ def test_idempotency_key_replays_and_refuses_a_different_body(ready, api_client_
 
 
 def _concurrently(count: int, call) -> list:  # noqa: ANN001
-    from django.db import connection
+    def work(index: int, barrier: threading.Barrier):  # noqa: ANN202
+        barrier.wait()
+        return call(index)
 
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = call(index)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
+    return run_together(count, work)
 
 
 def test_five_identical_concurrent_requests_make_one_deployment(

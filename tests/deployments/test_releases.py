@@ -22,6 +22,7 @@ from deployments.models import Override, Release, ReleaseTarget, Signoff
 from releasecenter import services as core
 from releasecenter.models import AuditEvent, Membership
 from releasecenter.services import Conflict
+from tests.threads import run_together
 
 PROD_ROLES = [("Backend Engineer", 1), ("Security Review", 1), ("Technical Lead", 1)]
 
@@ -388,32 +389,20 @@ def test_ten_concurrent_signoffs_are_all_recorded(personas):
         people.append(User.objects.get(username=f"rev{i}"))
     release = make_release(personas, environments=["production"])
     services.submit_for_review(personas.member, personas.membership(personas.member), release)
-    barrier = threading.Barrier(10)
-    errors = []
 
-    def sign(i):
-        try:
-            m = Membership.objects.get(user=people[i], project=personas.project)
-            barrier.wait()
-            services.sign_off(
-                people[i],
-                m,
-                release,
-                environment="production",
-                role=f"Reviewer {i}",
-                decision="approve",
-            )
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
-        finally:
-            connection.close()
+    def sign(i: int, barrier: threading.Barrier) -> None:
+        m = Membership.objects.get(user=people[i], project=personas.project)
+        barrier.wait()
+        services.sign_off(
+            people[i],
+            m,
+            release,
+            environment="production",
+            role=f"Reviewer {i}",
+            decision="approve",
+        )
 
-    threads = [threading.Thread(target=sign, args=(i,)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_together(10, sign)
     assert Signoff.objects.filter(target__release=release, stale_at__isnull=True).count() == 10
     assert decide(release, personas.production).go
     assert ReleaseTarget.objects.get(release=release).status == "approved"
