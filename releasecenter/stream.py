@@ -1,7 +1,8 @@
 """GET /events/stream?topic=…: Server-Sent Events, served by an async view under uvicorn.
 
 The stream first sends every event of the topic after the client's Last-Event-ID (the header a
-browser sends on reconnect, or ?last_event_id= on the first connect) from the database, then
+browser sends on reconnect, or ?last_event_id= on the first connect) from the database, in the
+order their transactions settle (events.read_after), then
 waits: for a Redis wake-up when Redis is configured, else for the next poll. Events always come
 from the database, so a missed wake-up delays an event by at most SAFETY_SECONDS, never loses it.
 """
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 # With Redis, re-read the database at least this often anyway, in case a wake-up was lost.
 SAFETY_SECONDS = 5.0
 BATCH = 500
+# Committed events waiting on an older transaction (see events.read_after) are asked for again
+# this soon, since the transaction they wait on may wake nobody when it ends.
+HELD_BACK_SECONDS = 0.05
 
 
 def _parse_last_id(request) -> int:  # noqa: ANN001
@@ -46,7 +50,8 @@ def _frame(event: dict) -> str:
 
 
 async def _events(topic: str, last_id: int) -> AsyncIterator[str]:
-    fetch = sync_to_async(events.events_after, thread_sensitive=False)
+    fetch = sync_to_async(events.read_after, thread_sensitive=False)
+    cursor = await sync_to_async(events.cursor_for, thread_sensitive=False)(last_id)
     client = pubsub = None
     if settings.REDIS_URL:
         client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
@@ -63,15 +68,15 @@ async def _events(topic: str, last_id: int) -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
         last_sent = time.monotonic()
         while True:
-            batch = await fetch(topic, last_id, BATCH)
+            batch, cursor, held_back = await fetch(topic, cursor, BATCH)
             for event in batch:
-                last_id = event["id"]
                 yield _frame(event)
             if batch:
                 last_sent = time.monotonic()
                 if len(batch) == BATCH:
                     continue
-            timeout = max(0.0, min(wait, heartbeat - (time.monotonic() - last_sent)))
+            pause = HELD_BACK_SECONDS if held_back else wait
+            timeout = max(0.0, min(pause, heartbeat - (time.monotonic() - last_sent)))
             if pubsub is not None:
                 try:
                     message = await pubsub.get_message(

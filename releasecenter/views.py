@@ -5,12 +5,11 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Max
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import forms, overview, services
+from . import events, forms, overview, services
 from .access import project_for, user_projects
 from .models import ApiToken, AuditEvent, Membership
 
@@ -57,8 +56,7 @@ def _overview_context(project, membership):  # noqa: ANN001, ANN202
         "recent_events": AuditEvent.objects.filter(project=project)
         .select_related("actor")
         .order_by("-id")[:10],
-        "last_event_id": AuditEvent.objects.filter(topic=project.topic).aggregate(m=Max("id"))["m"]
-        or 0,
+        "last_event_id": events.stream_cursor(project.topic),
     }
 
 

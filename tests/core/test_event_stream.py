@@ -141,3 +141,104 @@ def test_events_published_by_a_celery_worker_reach_the_stream(start_web, celery_
     assert got, "the worker's event never reached the stream"
     assert got[0]["data"]["verb"] == "announcement.posted"
     assert got[0]["data"]["data"] == {"message": "Freeze starts at 16:00", "by": "liam-lead"}
+
+
+class Overlap:
+    """Two transactions on one topic whose ids and commits cross: the first to insert (the lower
+    id) commits last. This is what two people ticking items of one run at once can do."""
+
+    def __init__(self, topic, project):  # noqa: ANN001
+        self.topic, self.project = topic, project
+        self.inserted, self.release, self.second_done = (threading.Event() for _ in range(3))
+        self.ids: dict[str, int] = {}
+        self.threads = [
+            threading.Thread(target=self._slow, daemon=True),
+            threading.Thread(target=self._fast, daemon=True),
+        ]
+
+    def _slow(self) -> None:
+        from django.db import connection
+
+        try:
+            with transaction.atomic():
+                self.ids["slow"] = events.publish(self.topic, "slow", project=self.project).pk
+                self.inserted.set()
+                self.release.wait(20)
+        finally:
+            connection.close()
+
+    def _fast(self) -> None:
+        from django.db import connection
+
+        try:
+            self.inserted.wait(20)
+            with transaction.atomic():
+                self.ids["fast"] = events.publish(self.topic, "fast", project=self.project).pk
+        finally:
+            self.second_done.set()
+            connection.close()
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+        assert self.second_done.wait(20)
+        assert self.ids["slow"] < self.ids["fast"]
+
+    def finish(self) -> None:
+        self.release.set()
+        for thread in self.threads:
+            thread.join(20)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_that_commits_after_a_newer_one_is_still_delivered(personas):
+    """The reader never moves past an event whose transaction is still open: it holds the newer,
+    committed event back until the older one commits, then sends both, older first."""
+    topic = personas.project.topic
+    cursor = events.cursor_for(events.publish(topic, "marker", project=personas.project).pk)
+    overlap = Overlap(topic, personas.project)
+    overlap.start()
+    try:
+        sent, cursor, held_back = events.read_after(topic, cursor)
+        # Sending "fast" now and moving the cursor past it would lose "slow" for good.
+        assert sent == [] and held_back
+    finally:
+        overlap.finish()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not sent:
+        # Other transactions on this database server may still be open; wait them out.
+        sent, cursor, held_back = events.read_after(topic, cursor)
+        time.sleep(0.05)
+    assert [e["verb"] for e in sent] == ["slow", "fast"]
+    assert events.read_after(topic, cursor)[0] == []
+
+
+def test_stream_and_reconnect_deliver_crossed_commits_once(start_web, personas):
+    server = start_web()
+    topic = personas.project.topic
+    marker = events.publish(topic, "marker", project=personas.project).pk
+    overlap = Overlap(topic, personas.project)
+    overlap.start()
+    threading.Timer(0.5, overlap.finish).start()
+    first = read_events(server, personas.member, topic, 1, last_id=marker)
+    events.publish(topic, "after", project=personas.project)
+    second = read_events(server, personas.member, topic, 2, last_id=first[-1]["id"])
+    assert [e["data"]["verb"] for e in first + second] == ["slow", "fast", "after"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pages_hand_their_stream_only_settled_events(personas):
+    topic = personas.project.topic
+    settled = events.publish(topic, "settled", project=personas.project).pk
+    deadline = time.monotonic() + 10
+    # Transactions elsewhere on the database server that began before it hold it back a while.
+    while events.stream_cursor(topic) != settled and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert events.stream_cursor(topic) == settled
+    overlap = Overlap(topic, personas.project)
+    overlap.start()
+    try:
+        # "fast" has committed but "slow" has not: a page cursor at "fast" would skip "slow".
+        assert events.stream_cursor(topic) == settled
+    finally:
+        overlap.finish()
