@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import redis
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import connection
 from django.http import JsonResponse
 
+from . import storage
 from .worker_heartbeat import live_worker_count
 
 
@@ -30,9 +30,7 @@ def _check_redis() -> str:
 
 
 def _check_storage() -> str:
-    # exists() is a metadata call on every backend: a stat locally, a HEAD on Azure.
-    default_storage.exists("health-probe")
-    return "ok"
+    return storage.probe()
 
 
 def health_view(request):  # noqa: ANN001, ANN201

@@ -45,5 +45,8 @@ def test_compose_has_the_whole_stack_with_health_checks():
     for name in ("postgres", "redis", "azurite", "web", "worker", "beat"):
         assert "healthcheck" in services[name], name
     assert services["migrate"]["restart"] == "no"
+    # A fresh stack has no blob container until the migrate step makes it.
+    assert "ensure_storage" in " ".join(services["migrate"]["command"])
+    assert services["migrate"]["depends_on"]["azurite"]["condition"] == "service_healthy"
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "uvicorn" in open(ROOT / "Dockerfile").read()
