@@ -5,6 +5,8 @@ on the filesystem, and media in a local folder. Production sets DATABASE_URL (Po
 REDIS_URL and AZURE_STORAGE_CONNECTION_STRING. See README.md for the full reference.
 """
 
+import base64
+import binascii
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,12 +42,24 @@ if not DEBUG and len(SECRET_KEY) < 50:
         "Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(64))'"
     )
 if not SECRET_KEY:
-    # DEBUG only: a throwaway key per process is fine for trying the app on one machine.
+    # DEBUG only: a fixed, public development key is fine for trying the app on one machine.
     SECRET_KEY = "insecure-development-key-" + "x" * 40
 
 # Fernet key for secrets stored at rest (cluster credentials, check headers). Derived from
 # SECRET_KEY when unset so the embedded default works; production should set it explicitly.
 RELEASECENTER_ENCRYPTION_KEY = env.str("RELEASECENTER_ENCRYPTION_KEY", default="")
+if RELEASECENTER_ENCRYPTION_KEY:
+    try:
+        _key_bytes = base64.urlsafe_b64decode(RELEASECENTER_ENCRYPTION_KEY.encode())
+    except (binascii.Error, ValueError):
+        _key_bytes = b""
+    if len(_key_bytes) != 32:
+        # Refuse to start rather than fail on the first secret read or written.
+        raise ImproperlyConfigured(
+            "RELEASECENTER_ENCRYPTION_KEY must be a Fernet key (32 url-safe base64-encoded bytes). "
+            "Generate one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
+        )
 
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
@@ -311,6 +325,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # The beat schedule is code: each app contributes its entries in releasecenter/schedule.py.
 from releasecenter.schedule import BEAT_SCHEDULE as CELERY_BEAT_SCHEDULE  # noqa: E402, F401
+
+# --- Health checks --------------------------------------------------------------------------------
+# Raw check results are kept this long; hourly rollups for a year.
+CHECK_RESULT_RETENTION_DAYS = env.int("CHECK_RESULT_RETENTION_DAYS", default=30)
 
 # --- Live events ----------------------------------------------------------------------------------
 EVENTS_POLL_SECONDS = 0.5

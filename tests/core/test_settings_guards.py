@@ -38,6 +38,18 @@ def test_missing_secret_key_refuses_to_start():
     assert "SECRET_KEY must be set" in result.stderr
 
 
+def test_a_malformed_encryption_key_refuses_to_start():
+    from cryptography.fernet import Fernet
+
+    result = run_manage("check", DEBUG="1", RELEASECENTER_ENCRYPTION_KEY="not-a-fernet-key")
+    assert result.returncode != 0
+    assert "RELEASECENTER_ENCRYPTION_KEY must be a Fernet key" in result.stderr
+    good = run_manage(
+        "check", DEBUG="1", RELEASECENTER_ENCRYPTION_KEY=Fernet.generate_key().decode()
+    )
+    assert good.returncode == 0, good.stderr
+
+
 def test_debug_runs_without_a_secret_key():
     result = run_manage("check", DEBUG="1")
     assert result.returncode == 0, result.stderr
