@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from django.contrib.auth import get_user_model
 
-from . import events
-from .models import Environment, Membership, Project, Service
+from . import services
+from .models import Environment, Membership, Project
 
 DEMO_SLUG = "acme-shop"
 DEMO_SERVICES = [
@@ -36,40 +36,41 @@ def steps() -> list[Callable[[Project], None]]:
 
 
 def seed_core(users: dict[str, tuple[str, str, list[str]]]) -> tuple[Project, bool]:
-    project, created = Project.objects.get_or_create(slug=DEMO_SLUG, defaults={"name": "Acme Shop"})
-    Environment.objects.get_or_create(
-        project=project,
-        name="staging",
-        defaults={"kind": Environment.Kind.STAGING, "order": 10, "protected": False},
-    )
-    Environment.objects.get_or_create(
-        project=project,
-        name="production",
-        defaults={"kind": Environment.Kind.PRODUCTION, "order": 20, "protected": True},
-    )
-    for name, tier, health_path in DEMO_SERVICES:
-        Service.objects.get_or_create(
-            project=project, name=name, defaults={"tier": tier, "health_path": health_path}
-        )
+    """The demo project, made through the same services as the pages (so its history is in the
+    audit log), by the first admin of `users`. A second run changes nothing."""
     User = get_user_model()  # noqa: N806
-    for username, (password, role, capacities) in users.items():
+    people = {}
+    for username, (password, _role, _capacities) in users.items():
         user, user_created = User.objects.get_or_create(
             username=username, defaults={"email": f"{username}@acme.example"}
         )
         if user_created:
             user.set_password(password)
             user.save(update_fields=["password"])
-        Membership.objects.get_or_create(
-            user=user,
-            project=project,
-            defaults={"role": role, "signoff_capacities": capacities},
-        )
-    if created:
-        events.publish(
-            project.topic,
-            "project.created",
-            project=project,
-            obj=project,
-            after={"slug": project.slug, "name": project.name, "source": "seed_demo"},
-        )
-    return project, created
+        people[username] = user
+    project = Project.objects.filter(slug=DEMO_SLUG).first()
+    if project is not None:
+        return project, False
+    founder = next(name for name, (_p, role, _c) in users.items() if role == Membership.Role.ADMIN)
+    actor = people[founder]
+    project = services.create_project(actor, slug=DEMO_SLUG, name="Acme Shop")
+    membership = Membership.objects.get(user=actor, project=project)
+    services.create_environment(
+        actor, membership, name="staging", kind=Environment.Kind.STAGING, order=10
+    )
+    services.create_environment(
+        actor,
+        membership,
+        name="production",
+        kind=Environment.Kind.PRODUCTION,
+        order=20,
+        protected=True,
+    )
+    for name, tier, health_path in DEMO_SERVICES:
+        services.create_service(actor, membership, name=name, tier=tier, health_path=health_path)
+    for username, (_password, role, capacities) in users.items():
+        if username != founder:
+            services.add_member(
+                actor, membership, username=username, role=role, signoff_capacities=capacities
+            )
+    return project, True

@@ -126,6 +126,25 @@ def test_admin_site_is_for_staff_only(client, personas):
     assert client.get("/admin/").status_code == 200
 
 
+def test_admin_shows_core_models_but_changes_go_through_the_audited_pages(client, personas):
+    from releasecenter.models import Project
+
+    personas.admin.is_staff = personas.admin.is_superuser = True
+    personas.admin.save()
+    client.force_login(personas.admin)
+    change = f"/admin/releasecenter/project/{personas.project.pk}/change/"
+    page = client.get(change)
+    assert page.status_code == 200 and personas.project.name in page.content.decode()
+    response = client.post(change, {"name": "Renamed", "slug": "renamed"})
+    assert response.status_code == 403
+    delete = client.post(
+        f"/admin/releasecenter/project/{personas.project.pk}/delete/", {"post": "yes"}
+    )
+    assert delete.status_code == 403
+    assert Project.objects.get(pk=personas.project.pk).name == personas.project.name
+    assert client.get("/admin/releasecenter/apitoken/add/").status_code == 403
+
+
 def test_project_list_query_count_does_not_grow(client, personas, django_assert_max_num_queries):
     from releasecenter import services
 

@@ -28,7 +28,12 @@ def test_seed_demo_creates_the_demo_and_is_idempotent(db):
     assert len(services) == 8
     assert sorted({s.tier for s in services}) == [1, 2, 3]
     roles = dict(project.memberships.values_list("user__username", "role"))
-    assert roles == {"lead": "lead", "engineer": "engineer"}
+    assert roles == {"admin": "admin", "lead": "lead", "engineer": "engineer"}
+    # Made through the services, so the demo's history is in the audit log like any other.
+    verbs = list(AuditEvent.objects.filter(project=project).values_list("verb", flat=True))
+    for verb, count in (("project.created", 1), ("environment.created", 2), ("service.created", 8)):
+        assert verbs.count(verb) == count, verb
+    assert verbs.count("member.added") == 2, verbs
     first = snapshot()
     call_command("seed_demo", stdout=io.StringIO())
     assert snapshot() == first

@@ -1,5 +1,5 @@
 """Demo data: the project "Acme Shop" with staging and production, eight services in three tiers,
-and two users, a lead and an engineer. Idempotent: a second run changes nothing.
+and three users: an admin, a lead and an engineer. Idempotent: a second run changes nothing.
 
 Other apps add to the demo through ``releasecenter.demo.register(step)``; each step must be
 idempotent too.
@@ -12,7 +12,8 @@ from django.db import transaction
 from releasecenter import demo
 
 DEMO_USERS = {
-    # username: (password, role, sign-off capacities)
+    # username: (password, role, sign-off capacities). The admin makes the project.
+    "admin": ("admin-demo-pass-2026", "admin", []),
     "lead": (
         "lead-demo-pass-2026",
         "lead",
