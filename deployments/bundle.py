@@ -135,7 +135,9 @@ def _markdown(report: dict[str, Any]) -> str:
                 "Risk acceptances",
                 "risk_acceptances",
                 lambda a: (
-                    f"- {a['item']} — accepted by {a['by']} until {a['expires_at']}: {a['reason']}"
+                    f"- {a['item']} — accepted by {a['by']} at {a['at']}, "
+                    f"until {a['expires_at']}: {a['reason']}"
+                    + (f" (revoked {a['revoked_at']})" if a["revoked_at"] else "")
                 ),
             ),
             (
@@ -148,25 +150,44 @@ def _markdown(report: dict[str, Any]) -> str:
                 "overrides",
                 lambda o: (
                     f"- **{o['by']} overrode a no-go at {o['at']}: {o['reason']}** "
-                    f"({len(o['reasons_overridden'])} reasons)"
+                    "(the decision said: "
+                    + "; ".join(r["message"] for r in o["reasons_overridden"])
+                    + ")"
                 ),
             ),
         ):
             lines += ["", f"### {title}", ""]
             lines += [fmt(x) for x in env[key]] or ["None."]
-        for run in env["checklist_runs"]:
-            lines += ["", f"### Checklist: {run.get('title', '')}", ""]
-            for item in run.get("items", []):
-                mark = {"done": "x", "na": "-"}.get(item.get("state"), " ")
-                who = (
-                    f" — {item.get('done_by')} at {item.get('done_at')}"
-                    if item.get("done_by")
-                    else ""
-                )
-                na = f" (N/A: {item.get('na_reason')})" if item.get("state") == "na" else ""
-                lines.append(f"- [{mark}] {item.get('text', '')}{na}{who}")
-                for ev in item.get("evidence", []):
-                    lines.append(f"  - evidence: {ev.get('name') or ev.get('url')}")
+        for report_of_run in env["checklist_runs"]:
+            # run_report nests the run's own fields under "run", beside its items.
+            run = report_of_run["run"]
+            progress = report_of_run["progress"]
+            lines += [
+                "",
+                f"### Checklist: {run['title']}",
+                "",
+                f"Template {run['template']} v{run['template_version']}, {run['status']}, "
+                f"{progress['finished']} of {progress['total']} items finished.",
+                "",
+            ]
+            for item in report_of_run["items"]:
+                mark = {"done": "x", "na": "-"}.get(item["state"], " ")
+                severity = f" [{item['severity'].upper()}]" if item["severity"] != "none" else ""
+                who = f" — {item['done_by']} at {item['done_at']}" if item["done_by"] else ""
+                na = f" (N/A: {item['na_reason']})" if item["state"] == "na" else ""
+                lines.append(f"- [{mark}]{severity} {item['text']}{na}{who}")
+                for ev in item["evidence"]:
+                    source = (
+                        ev["url"]
+                        if ev["kind"] == "link"
+                        else f"{ev['size']} bytes"
+                        if ev["size"]
+                        else ev["kind"]
+                    )
+                    lines.append(
+                        f"  - evidence: {ev['name']} ({source}), "
+                        f"by {ev['uploaded_by'] or 'unknown'} at {ev['uploaded_at']}"
+                    )
         lines.append("")
     if report["follow_ups"]:
         lines += ["## Follow-ups", ""]
@@ -187,8 +208,11 @@ def build_bundle(release: Release) -> bytes:
         for target in release.targets.select_related("environment"):
             for run in target.runs.all():
                 for name, handle in evidence_files(run):
+                    # evidence_files names are "evidence/<item>/<id>-<name>", unique in a run.
+                    path = name.removeprefix("evidence/")
                     with handle:
                         archive.writestr(
-                            f"evidence/{target.environment.name}/run-{run.pk}/{name}", handle.read()
+                            f"evidence/{target.environment.name}/run-{run.pk}/{path}",
+                            handle.read(),
                         )
     return buffer.getvalue()

@@ -88,6 +88,10 @@ DecisionSerializer = inline_serializer(
     fields={
         "decision": serializers.ChoiceField(choices=["go", "no-go"]),
         "environment": serializers.CharField(),
+        "requester": serializers.CharField(
+            allow_null=True,
+            help_text="Whose request the decision was made for (?requester=me), or null.",
+        ),
         "reasons": inline_serializer(
             name="DecisionReason",
             fields={
@@ -111,25 +115,47 @@ class ReleaseList(generics.ListCreateAPIView):
     serializer_class = ReleaseSerializer
 
     def membership(self):  # noqa: ANN201
-        return project_for(self.request.user, self.kwargs["slug"])[1]
+        if not hasattr(self, "_membership"):
+            self._membership = project_for(self.request.user, self.kwargs["slug"])[1]
+        return self._membership
 
     def get_queryset(self):  # noqa: ANN201
         queryset = _release_queryset().filter(project=self.membership().project)
         environment = self.request.query_params.get("environment")
         status_ = self.request.query_params.get("status")
+        if status_ and status_ not in ReleaseTarget.Status.values:
+            raise serializers.ValidationError(
+                {
+                    "status": f"Unknown status '{status_[:40]}'; use one of "
+                    + ", ".join(ReleaseTarget.Status.values)
+                    + "."
+                }
+            )
+        # One filter() call, so environment and status must hold for the same target.
+        lookup = {}
         if environment:
-            queryset = queryset.filter(targets__environment__name=environment)
+            lookup["targets__environment__name"] = environment
         if status_:
-            queryset = queryset.filter(targets__status=status_)
-        return queryset.distinct()
+            lookup["targets__status"] = status_
+        return queryset.filter(**lookup).distinct()
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("environment", str, description="Only releases targeting it."),
-            OpenApiParameter("status", str, description="Only releases with a target in it."),
+            OpenApiParameter(
+                "environment",
+                str,
+                description="Only releases targeting it (with status: in that status there).",
+            ),
+            OpenApiParameter(
+                "status",
+                str,
+                enum=ReleaseTarget.Status.values,
+                description="Only releases with a target in it; another value is a 400.",
+            ),
         ]
     )
     def get(self, request, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        services.expire_lapsed_approvals(project=self.membership().project)
         return super().get(request, *args, **kwargs)
 
     def perform_create(self, serializer):  # noqa: ANN001, ANN201
@@ -142,7 +168,10 @@ class ReleaseDetail(generics.RetrieveAPIView):
     serializer_class = ReleaseSerializer
 
     def get_object(self):  # noqa: ANN201
-        return object_for(self.request.user, _release_queryset(), pk=self.kwargs["pk"])[0]
+        release = object_for(self.request.user, _release_queryset(), pk=self.kwargs["pk"])[0]
+        if services.expire_lapsed_approvals(release=release):
+            release = _release_queryset().get(pk=release.pk)
+        return release
 
 
 class SignoffList(APIView):
@@ -173,6 +202,11 @@ class SignoffList(APIView):
     def post(self, request, pk: int):  # noqa: ANN001, ANN201
         release, membership = object_for(request.user, Release.objects.all(), pk=pk)
         data = request.data
+        if not isinstance(data, dict):
+            return Response(
+                {"detail": 'Send a JSON object: {"environment", "role", "decision", "comment"}.'},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         missing = [f for f in ("environment", "role", "decision") if not data.get(f)]
         if missing:
             return Response(
@@ -193,9 +227,22 @@ class SignoffList(APIView):
 
 class DecisionView(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("environment", OpenApiTypes.STR, required=True)],
+        parameters=[
+            OpenApiParameter("environment", OpenApiTypes.STR, required=True),
+            OpenApiParameter(
+                "requester",
+                OpenApiTypes.STR,
+                enum=["me"],
+                description="requester=me: decide as for a deployment you request, the way "
+                "POST .../deployments/ will. Unless the project lets the requester count "
+                "towards the quorum, your own sign-off does not count then. Without it, "
+                "every sign-off counts.",
+            ),
+        ],
         responses={200: DecisionSerializer},
-        description='"May I deploy?": go or no-go with every reason it is no.',
+        description='"May I deploy?": go or no-go with every reason it is no. Ask with '
+        "?requester=me before requesting a deployment yourself, so a go is not refused later "
+        "because your own sign-off does not count.",
     )
     def get(self, request, pk: int):  # noqa: ANN001, ANN201
         release, _m = object_for(request.user, Release.objects.select_related("project"), pk=pk)
@@ -205,11 +252,21 @@ class DecisionView(APIView):
                 {"environment": "Name the environment: ?environment=NAME"},
                 status=status.HTTP_400_BAD_REQUEST,
             )
+        requester = request.query_params.get("requester")
+        if requester not in (None, "me"):
+            return Response(
+                {"requester": "Only requester=me is understood: the decision for your request."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         target = (
             release.targets.select_related("environment").filter(environment__name=name).first()
         )
         if target is None:
             raise Http404
-        body = decide(release, target.environment).as_dict()
+        services.expire_lapsed_approvals(release=release)
+        body = decide(
+            release, target.environment, requester=request.user if requester else None
+        ).as_dict()
         body["environment"] = name
+        body["requester"] = request.user.username if requester else None
         return Response(body)

@@ -24,6 +24,7 @@ class ReleaseForm(forms.ModelForm):
             "planned_start": forms.DateTimeInput(attrs={"type": "datetime-local"}),
             "notes": forms.Textarea(attrs={"rows": 4}),
         }
+        help_texts = {"notes": "Markdown. HTML in it is shown as text."}
 
     def __init__(self, *args, project=None, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
         super().__init__(*args, **kwargs)
@@ -42,6 +43,7 @@ class ReleaseEditForm(forms.ModelForm):
             "planned_start": forms.DateTimeInput(attrs={"type": "datetime-local"}),
             "notes": forms.Textarea(attrs={"rows": 4}),
         }
+        help_texts = {"notes": "Markdown. HTML in it is shown as text."}
 
     def validate_unique(self) -> None:
         pass
@@ -110,7 +112,11 @@ class PolicyForm(forms.ModelForm):
         ).order_by("name")
 
     def clean_signoff_roles(self) -> list[tuple[str, int]]:
-        rows = []
+        from django.core.exceptions import ValidationError
+
+        from .services import clean_signoff_requirements
+
+        rows: list[tuple[str, int]] = []
         for number, line in enumerate(self.cleaned_data["signoff_roles"].splitlines(), 1):
             line = line.strip()
             if not line:
@@ -122,7 +128,21 @@ class PolicyForm(forms.ModelForm):
                 raise forms.ValidationError(
                     f"Line {number}: the quorum after ':' must be a whole number."
                 ) from exc
+            try:
+                # The service's own rules, checked line by line so the message can say where.
+                clean_signoff_requirements(rows)
+            except ValidationError as exc:
+                raise forms.ValidationError(f"Line {number}: {' '.join(exc.messages)}") from exc
         return rows
+
+
+class RequesterQuorumForm(forms.Form):
+    requester_counts_for_quorum = forms.BooleanField(
+        required=False,
+        label="The person who requests a deployment counts towards its sign-off quorum",
+        help_text="Project-wide: applies to every environment of the project. Off by default; "
+        "small teams may turn it on.",
+    )
 
 
 class TimeWindowForm(forms.ModelForm):

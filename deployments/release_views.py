@@ -8,7 +8,8 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Max, Prefetch
+from django.db.models import CharField, Prefetch, Q
+from django.db.models.functions import Cast
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.template import TemplateDoesNotExist
@@ -18,6 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from checklists.selectors import run_progress as progress_of
+from releasecenter import events
 from releasecenter.access import object_for, project_for
 from releasecenter.models import AuditEvent, Membership
 from releasecenter.services import Conflict
@@ -28,6 +30,8 @@ from .decision import evaluate, gather_release
 from .models import FollowUp, Release, ReleaseTarget, Signoff, TimeWindow
 
 PAGE_SIZE = 25
+# What monitoring publishes when a check's state changes (see monitoring.services._move_state).
+CHECK_STATE_VERBS = ("check.failing", "check.recovered")
 
 
 def _release_for(request, slug: str, release_id: int):  # noqa: ANN001, ANN202
@@ -51,13 +55,18 @@ def _errors(exc: Exception) -> str:
 def release_list(request, slug: str):  # noqa: ANN001, ANN201
     project, membership = project_for(request.user, slug)
     request.project = project
+    services.expire_lapsed_approvals(project=project)
     form = forms.ReleaseFilterForm(request.GET or None)
     releases = Release.objects.filter(project=project).select_related("created_by")
-    if form.is_valid():
-        if form.cleaned_data["environment"]:
-            releases = releases.filter(targets__environment__name=form.cleaned_data["environment"])
-        if form.cleaned_data["status"]:
-            releases = releases.filter(targets__status=form.cleaned_data["status"])
+    form.is_valid()  # a bad filter is reported on the page; the valid ones still apply
+    chosen = getattr(form, "cleaned_data", {})
+    # One filter() call, so environment and status must hold for the same target.
+    lookup = {}
+    if chosen.get("environment"):
+        lookup["targets__environment__name"] = chosen["environment"]
+    if chosen.get("status"):
+        lookup["targets__status"] = chosen["status"]
+    releases = releases.filter(**lookup)
     releases = releases.distinct().prefetch_related(
         Prefetch("targets", queryset=ReleaseTarget.objects.select_related("environment"))
     )
@@ -173,6 +182,10 @@ def _column(target: ReleaseTarget, snapshot, membership: Membership, now, run_pr
         "acceptances": [a for a in target.risk_acceptances.all() if a.revoked_at is None],
         "roles": roles,
         "my_signoff": mine,
+        # The deploy gate leaves the requester's own approval out unless the project allows it.
+        "own_approval_excluded": mine is not None
+        and mine.decision == Signoff.Decision.APPROVE
+        and not target.release.project.requester_counts_for_quorum,
         "runs": [(run, run_progress.get(run.pk, (0, 0))) for run in runs],
         "overrides": list(target.overrides.all()),
         "production": snapshot.production,
@@ -180,6 +193,26 @@ def _column(target: ReleaseTarget, snapshot, membership: Membership, now, run_pr
             r.role for r in snapshot.roles if r.role in (membership.signoff_capacities or [])
         ],
     }
+
+
+def _check_changes(release: Release, environment_ids: list[int]) -> Q:
+    """The state changes of the health checks of the release's environments since it was
+    created, as monitoring publishes them on the project's topic. One subquery names the
+    checks, so the timeline stays one query however many checks or changes there are."""
+    from monitoring.models import Check
+
+    checks = (
+        Check.objects.filter(environment_id__in=environment_ids)
+        .annotate(key=Cast("pk", CharField()))
+        .values("key")
+    )
+    return Q(
+        topic=release.project.topic,
+        verb__in=CHECK_STATE_VERBS,
+        object_type=Check._meta.label_lower,
+        object_id__in=checks,
+        created_at__gte=release.created_at,
+    )
 
 
 def _detail_context(release: Release, membership: Membership) -> dict:
@@ -199,7 +232,11 @@ def _detail_context(release: Release, membership: Membership) -> dict:
     columns = [_column(t, snapshots[t.pk], membership, now, run_progress) for t in targets]
     topics = [release.topic, *run_topics]
     timeline = (
-        AuditEvent.objects.filter(topic__in=topics).select_related("actor").order_by("-id")[:100]
+        AuditEvent.objects.filter(
+            Q(topic__in=topics) | _check_changes(release, [t.environment_id for t in targets])
+        )
+        .select_related("actor")
+        .order_by("-id")[:100]
     )
     return {
         "release": release,
@@ -210,8 +247,7 @@ def _detail_context(release: Release, membership: Membership) -> dict:
         "timeline": timeline,
         "follow_ups": release.follow_ups.select_related("resolved_by"),
         "run_topics": run_topics,
-        "last_event_id": AuditEvent.objects.filter(topic__in=topics).aggregate(m=Max("id"))["m"]
-        or 0,
+        "last_event_id": events.stream_cursor(*topics),
         "deploy_button": _deploy_button_template(),
         # Reversed once here: a page with hundreds of gates would otherwise reverse per gate.
         "urls": {
@@ -230,6 +266,7 @@ def _detail_context(release: Release, membership: Membership) -> dict:
 @require_GET
 def release_detail(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
     release, membership = _release_for(request, slug, release_id)
+    services.expire_lapsed_approvals(release=release)
     context = _detail_context(release, membership)
     if request.htmx:
         return render(request, "deployments/_release_live.html", context)
@@ -359,6 +396,26 @@ def release_bundle(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
 # --- Environment policy -----------------------------------------------------------------------
 
 
+# Where a service's error about a policy belongs on the policy form.
+_POLICY_ERROR_FIELDS = {
+    "requirements": "signoff_roles",
+    "min_notice": "min_notice_hours",
+    "checklist_templates": "checklist_templates",
+    "require_previous_verified": "require_previous_verified",
+    "block_on_incidents": "block_on_incidents",
+    "auto_rollback": "auto_rollback",
+}
+
+
+def _add_service_errors(form, exc: ValidationError) -> None:  # noqa: ANN001
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc.messages)
+        return
+    for key, errors in exc.message_dict.items():
+        field = _POLICY_ERROR_FIELDS.get(key)
+        form.add_error(field if field in form.fields else None, errors)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def environment_policy(request, slug: str, environment: str):  # noqa: ANN001, ANN201
@@ -378,21 +435,35 @@ def environment_policy(request, slug: str, environment: str):  # noqa: ANN001, A
         "signoff_roles": "\n".join(f"{r.role}: {r.quorum}" for r in requirements),
     }
     is_admin = membership.has_role(Membership.Role.ADMIN)
-    form = forms.PolicyForm(request.POST or None, instance=policy, initial=initial, project=project)
-    window_form = forms.TimeWindowForm(prefix="window")
+    action = request.POST.get("action") if request.method == "POST" else None
+    form = forms.PolicyForm(
+        request.POST if action == "policy" else None,
+        instance=policy,
+        initial=initial,
+        project=project,
+    )
+    window_form = forms.TimeWindowForm(
+        request.POST if action == "add-window" else None, prefix="window"
+    )
+    quorum_form = forms.RequesterQuorumForm(
+        request.POST if action == "quorum-rule" else None,
+        initial={"requester_counts_for_quorum": project.requester_counts_for_quorum},
+        prefix="quorum",
+    )
     if request.method == "POST":
         if not is_admin:
             raise PermissionDenied("Only project admins edit environment policies.")
-        action = request.POST.get("action")
-        try:
-            if action == "policy" and form.is_valid():
-                hours = form.cleaned_data["min_notice_hours"]
-                services.update_policy(
+        back = redirect("environment-policy", slug=slug, environment=env.name)
+        if action == "policy" and form.is_valid():
+            hours = form.cleaned_data["min_notice_hours"]
+            try:
+                services.save_environment_policy(
                     request.user,
                     membership,
                     env,
+                    signoff_requirements=form.cleaned_data["signoff_roles"],
+                    checklist_templates=list(form.cleaned_data["checklist_templates"]),
                     min_notice=timedelta(hours=hours) if hours else None,
-                    checklist_templates=form.cleaned_data.get("checklist_templates"),
                     **{
                         f: form.cleaned_data[f]
                         for f in (
@@ -402,30 +473,39 @@ def environment_policy(request, slug: str, environment: str):  # noqa: ANN001, A
                         )
                     },
                 )
-                services.set_signoff_requirements(
-                    request.user, membership, env, form.cleaned_data["signoff_roles"]
-                )
+            except ValidationError as exc:
+                _add_service_errors(form, exc)
+            else:
                 messages.success(request, f"Policy of {env.name} saved.")
-                return redirect("environment-policy", slug=slug, environment=env.name)
-            if action == "add-window":
-                window_form = forms.TimeWindowForm(request.POST, prefix="window")
-                if window_form.is_valid():
-                    services.add_time_window(
-                        request.user, membership, env, **window_form.cleaned_data
-                    )
-                    messages.success(request, "Window added.")
-                    return redirect("environment-policy", slug=slug, environment=env.name)
-            if action == "delete-window":
-                window = TimeWindow.objects.filter(
-                    pk=request.POST.get("window"), environment=env
-                ).first()
-                if window is None:
-                    raise Http404
-                services.delete_time_window(request.user, membership, window)
-                messages.success(request, "Window removed.")
-                return redirect("environment-policy", slug=slug, environment=env.name)
-        except ValidationError as exc:
-            messages.error(request, _errors(exc))
+                return back
+        elif action == "quorum-rule" and quorum_form.is_valid():
+            services.set_requester_counts_for_quorum(
+                request.user, membership, quorum_form.cleaned_data["requester_counts_for_quorum"]
+            )
+            messages.success(request, f"Quorum rule of {project.name} saved.")
+            return back
+        elif action == "add-window" and window_form.is_valid():
+            try:
+                services.add_time_window(request.user, membership, env, **window_form.cleaned_data)
+            except ValidationError as exc:
+                window_form.add_error(None, exc.messages)
+            else:
+                messages.success(request, "Window added.")
+                return back
+        elif action == "delete-window":
+            window_id = request.POST.get("window", "")
+            window = (
+                TimeWindow.objects.filter(pk=int(window_id), environment=env).first()
+                if window_id.isdigit()
+                else None
+            )
+            if window is None:
+                raise Http404
+            services.delete_time_window(request.user, membership, window)
+            messages.success(request, "Window removed.")
+            return back
+        elif action not in ("policy", "quorum-rule", "add-window"):
+            return HttpResponse("Unknown action.", status=400, content_type="text/plain")
     return render(
         request,
         "deployments/environment_policy.html",
@@ -435,8 +515,10 @@ def environment_policy(request, slug: str, environment: str):  # noqa: ANN001, A
             "policy": policy,
             "form": form,
             "window_form": window_form,
+            "quorum_form": quorum_form,
             "windows": env.time_windows.all(),
             "requirements": requirements,
             "is_admin": is_admin,
         },
+        status=400 if request.method == "POST" else 200,
     )

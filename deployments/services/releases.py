@@ -12,11 +12,13 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, IntegerField, OuterRef
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from releasecenter import events
 from releasecenter.access import require_role
-from releasecenter.models import AuditEvent, Environment, Membership
+from releasecenter.models import AuditEvent, Environment, Membership, Project
 from releasecenter.services import Conflict
 
 from ..decision import Decision, decide
@@ -41,13 +43,17 @@ __all__ = [
     "add_time_window",
     "cancel_target",
     "check_deploy_allowed",
+    "clean_signoff_requirements",
     "create_release",
     "delete_time_window",
+    "expire_lapsed_approvals",
     "lock_environment",
     "on_run_event",
     "override_no_go",
     "refresh_approval",
     "resolve_follow_up",
+    "save_environment_policy",
+    "set_requester_counts_for_quorum",
     "set_signoff_requirements",
     "sign_off",
     "submit_for_review",
@@ -269,7 +275,11 @@ def submit_for_review(actor, membership: Membership, release: Release) -> Releas
     return release
 
 
-def refresh_approval(target: ReleaseTarget, actor=None) -> ReleaseTarget:  # noqa: ANN001
+def refresh_approval(
+    target: ReleaseTarget,
+    actor=None,  # noqa: ANN001
+    reason: str = "gates and sign-offs",
+) -> ReleaseTarget:
     """Follow the gates and sign-offs while under review: approved when none blocks, blocked
     while a rejection stands, in review otherwise. Time windows, locks and incidents do not
     change approval; they only stop a deployment."""
@@ -282,7 +292,49 @@ def refresh_approval(target: ReleaseTarget, actor=None) -> ReleaseTarget:  # noq
         wanted = S.IN_REVIEW
     else:
         wanted = S.APPROVED
-    return transition(target, wanted, actor, reason="gates and sign-offs")
+    return transition(target, wanted, actor, reason=reason)
+
+
+def expire_lapsed_approvals(
+    *, release: Release | None = None, project: Project | None = None
+) -> int:
+    """Approvals that leaned on a risk acceptance which has expired since go back to review.
+
+    Expiry is the one thing that changes approval without anyone acting, so instead of a
+    scheduled sweep, every page and API answer that shows a release's status calls this first
+    (one query when nothing lapsed). Returns how many targets were re-evaluated."""
+    from checklists.models import RunItem
+
+    lapsed = RiskAcceptance.objects.filter(
+        target__status=S.APPROVED,
+        revoked_at__isnull=True,
+        expires_at__lte=timezone.now(),
+        # Approved before the acceptance expired: an approval granted after it does not lean
+        # on it (the decision never counts an expired acceptance).
+        expires_at__gt=F("target__status_changed_at"),
+    ).filter(
+        # A gate ticked since needs the acceptance no more; without this, such a target would
+        # be re-evaluated, unchanged, on every read. (An item key is its RunItem's pk.)
+        Exists(
+            RunItem.objects.filter(
+                pk=Cast(OuterRef("item_key"), IntegerField()), state=RunItem.State.OPEN
+            )
+        )
+    )
+    if release is not None:
+        lapsed = lapsed.filter(target__release=release)
+    if project is not None:
+        lapsed = lapsed.filter(target__release__project=project)
+    target_ids = sorted(set(lapsed.values_list("target_id", flat=True)))
+    for target_id in target_ids:
+        with transaction.atomic():
+            target = (
+                ReleaseTarget.objects.select_for_update(of=("self",))
+                .select_related("environment", "release__project")
+                .get(pk=target_id)
+            )
+            refresh_approval(target, reason="a risk acceptance expired")
+    return len(target_ids)
 
 
 def on_run_event(event: AuditEvent) -> None:
@@ -296,7 +348,7 @@ def on_run_event(event: AuditEvent) -> None:
     for target in targets:
         with transaction.atomic():
             locked = (
-                ReleaseTarget.objects.select_for_update()
+                ReleaseTarget.objects.select_for_update(of=("self",))
                 .select_related("environment", "release__project")
                 .get(pk=target.pk)
             )
@@ -673,14 +725,29 @@ POLICY_FIELDS = ["min_notice", "require_previous_verified", "block_on_incidents"
 
 @transaction.atomic
 def update_policy(
-    actor,
+    actor,  # noqa: ANN001
     membership: Membership,
     environment: Environment,
-    *,  # noqa: ANN001
+    *,
     checklist_templates: list | None = None,
     **fields: Any,
 ) -> EnvironmentPolicy:
     require_role(membership, Membership.Role.ADMIN)
+    policy = _update_policy(actor, environment, checklist_templates, fields)
+    _refresh_environment(environment, actor)
+    return policy
+
+
+def _update_policy(
+    actor,  # noqa: ANN001
+    environment: Environment,
+    checklist_templates: list | None,
+    fields: dict[str, Any],
+) -> EnvironmentPolicy:
+    if checklist_templates is not None and any(
+        t.project_id != environment.project_id for t in checklist_templates
+    ):
+        raise ValidationError({"checklist_templates": "Templates must be of this project."})
     policy, _ = EnvironmentPolicy.objects.select_for_update().get_or_create(environment=environment)
     before = {f: str(getattr(policy, f)) for f in POLICY_FIELDS}
     before["checklist_templates"] = sorted(t.pk for t in _policy_templates(policy))
@@ -692,9 +759,6 @@ def update_policy(
     policy.full_clean()
     policy.save()
     if checklist_templates is not None:
-        foreign = [t for t in checklist_templates if t.project_id != environment.project_id]
-        if foreign:
-            raise ValidationError({"checklist_templates": "Templates must be of this project."})
         policy.checklist_templates.set(checklist_templates)
     after = {f: str(getattr(policy, f)) for f in POLICY_FIELDS}
     after["checklist_templates"] = (
@@ -714,28 +778,52 @@ def update_policy(
     return policy
 
 
-@transaction.atomic
-def set_signoff_requirements(
-    actor,
-    membership: Membership,
-    environment: Environment,
-    requirements: list[tuple[str, int]],  # noqa: ANN001
-) -> list[SignoffRequirement]:
-    """Replace the environment's required sign-off roles, each with its quorum."""
-    require_role(membership, Membership.Role.ADMIN)
+MAX_ROLE_NAME = 80
+MAX_QUORUM = 10
+
+
+def clean_signoff_requirements(requirements: list[tuple[str, int]]) -> dict[str, int]:
+    """{role: quorum}, in the given order, from (role, quorum) pairs; refuses an empty or
+    overlong name, a role listed twice, or a quorum outside 1 to 10. The policy form and the
+    services share it, so the page and a direct call give the same answer."""
     cleaned: dict[str, int] = {}
     for role, quorum in requirements:
         role = " ".join((role or "").split())
-        if not role or len(role) > 80:
-            raise ValidationError({"requirements": "A role name is 1 to 80 characters."})
+        if not role or len(role) > MAX_ROLE_NAME:
+            raise ValidationError(
+                {"requirements": f"A role name is 1 to {MAX_ROLE_NAME} characters."}
+            )
         if role in cleaned:
             raise ValidationError({"requirements": f"'{role}' is listed twice."})
-        if not isinstance(quorum, int) or not 1 <= quorum <= 10:
-            raise ValidationError({"requirements": f"The quorum of '{role}' is 1 to 10."})
+        if isinstance(quorum, bool) or not isinstance(quorum, int) or not 1 <= quorum <= MAX_QUORUM:
+            raise ValidationError({"requirements": f"The quorum of '{role}' is 1 to {MAX_QUORUM}."})
         cleaned[role] = quorum
-    before = dict(environment.signoff_requirements.values_list("role", "quorum"))
+    return cleaned
+
+
+@transaction.atomic
+def set_signoff_requirements(
+    actor,  # noqa: ANN001
+    membership: Membership,
+    environment: Environment,
+    requirements: list[tuple[str, int]],
+) -> list[SignoffRequirement]:
+    """Replace the environment's required sign-off roles, each with its quorum."""
+    require_role(membership, Membership.Role.ADMIN)
+    cleaned = clean_signoff_requirements(requirements)
+    if _replace_requirements(actor, environment, cleaned):
+        _refresh_environment(environment, actor)
+    return list(environment.signoff_requirements.all())
+
+
+def _replace_requirements(actor, environment: Environment, cleaned: dict[str, int]) -> bool:  # noqa: ANN001
+    # The environment's row lock serialises two admins saving requirements at once.
+    Environment.objects.select_for_update().filter(pk=environment.pk).first()
+    before = list(environment.signoff_requirements.order_by("id").values_list("role", "quorum"))
+    if before == list(cleaned.items()):
+        return False
     environment.signoff_requirements.all().delete()
-    rows = SignoffRequirement.objects.bulk_create(
+    SignoffRequirement.objects.bulk_create(
         [SignoffRequirement(environment=environment, role=r, quorum=q) for r, q in cleaned.items()]
     )
     events.publish(
@@ -744,10 +832,70 @@ def set_signoff_requirements(
         project=environment.project_id,
         actor=actor,
         obj=environment,
-        before=before,
+        before=dict(before),
         after=cleaned,
     )
-    return rows
+    return True
+
+
+@transaction.atomic
+def save_environment_policy(
+    actor,  # noqa: ANN001
+    membership: Membership,
+    environment: Environment,
+    *,
+    signoff_requirements: list[tuple[str, int]],
+    checklist_templates: list | None = None,
+    **fields: Any,
+) -> EnvironmentPolicy:
+    """The policy page's one save: rules, templates and required sign-offs together, in one
+    transaction, so bad input in any part of the form changes nothing at all."""
+    require_role(membership, Membership.Role.ADMIN)
+    cleaned = clean_signoff_requirements(signoff_requirements)
+    policy = _update_policy(actor, environment, checklist_templates, fields)
+    _replace_requirements(actor, environment, cleaned)
+    _refresh_environment(environment, actor)
+    return policy
+
+
+def _refresh_environment(environment: Environment, actor) -> None:  # noqa: ANN001
+    """A changed policy changes what approval needs: re-evaluate the releases under review in
+    this environment, so none stays approved on rules that no longer hold."""
+    targets = (
+        # Only the target rows: locking the joined release rows too could deadlock with a
+        # sign-off, which locks its release first.
+        ReleaseTarget.objects.select_for_update(of=("self",))
+        .select_related("environment", "release__project")
+        .filter(environment=environment, status__in=ReleaseTarget.REVIEW_STATES)
+        .order_by("pk")
+    )
+    for target in targets:
+        refresh_approval(target, actor)
+
+
+@transaction.atomic
+def set_requester_counts_for_quorum(actor, membership: Membership, counts: bool) -> Project:  # noqa: ANN001
+    """Project-wide: whether the person who requests a deployment counts towards the sign-off
+    quorum of every environment (off by default; small teams may turn it on)."""
+    require_role(membership, Membership.Role.ADMIN)
+    if not isinstance(counts, bool):
+        raise ValidationError({"requester_counts_for_quorum": "Answer yes or no."})
+    project = Project.objects.select_for_update().get(pk=membership.project_id)
+    before = project.requester_counts_for_quorum
+    if before == counts:
+        return project
+    project.requester_counts_for_quorum = counts
+    project.save(update_fields=["requester_counts_for_quorum"])
+    events.publish(
+        project.topic,
+        "project.quorum_rule_changed",
+        project=project,
+        actor=actor,
+        obj=project,
+        before={"requester_counts_for_quorum": before},
+        after={"requester_counts_for_quorum": counts},
+    )
+    return project
 
 
 @transaction.atomic

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 import time_machine as tm
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -168,9 +169,59 @@ def test_decision_lists_missing_roles_then_goes_when_all_sign(api_client_for, te
         )
         assert response.status_code == 201, response.json()
     body = client.get(f"/api/v1/releases/{release.pk}/decision?environment=production").json()
-    assert body == {"decision": "go", "reasons": [], "environment": "production"}
+    assert body == {
+        "decision": "go",
+        "reasons": [],
+        "environment": "production",
+        "requester": None,
+    }
     target = ReleaseTarget.objects.get(release=release, environment__name="production")
     assert target.status == "approved" and target.approved_at is not None
+
+
+def test_decision_for_my_request_is_what_the_deploy_gate_says(api_client_for, team):
+    release = make_release(team)
+    services.submit_for_review(team.member, team.membership(team.member), release)
+    sign_all(team, release)
+    bea, bea_m = member(team, "bea-backend")
+    ci = api_client_for(bea)
+    url = f"/api/v1/releases/{release.pk}/decision?environment=production"
+    assert ci.get(url).json()["decision"] == "go"
+    mine = ci.get(url + "&requester=me").json()
+    assert mine["decision"] == "no-go" and mine["requester"] == "bea-backend"
+    assert [r["message"] for r in mine["reasons"]] == [
+        "Sign-off missing: Backend Engineer needs 1 more (0 of 1)"
+    ]
+    # The gate a deployment request passes through gives the same answer.
+    with pytest.raises(services.DeployRefused) as refused:
+        with transaction.atomic():
+            services.check_deploy_allowed(bea, bea_m, release, team.production)
+    assert [r.message for r in refused.value.decision.reasons] == [
+        r["message"] for r in mine["reasons"]
+    ]
+    services.set_requester_counts_for_quorum(team.admin, team.membership(team.admin), True)
+    assert ci.get(url + "&requester=me").json()["decision"] == "go"
+    bad = ci.get(url + "&requester=alice-admin")
+    assert bad.status_code == 400 and "requester=me" in bad.json()["requester"]
+
+
+def test_quorum_rule_is_changed_by_admins_only_and_audited(team):
+    with pytest.raises(PermissionDenied):
+        services.set_requester_counts_for_quorum(team.lead, team.membership(team.lead), True)
+    team.project.refresh_from_db()
+    assert team.project.requester_counts_for_quorum is False
+    services.set_requester_counts_for_quorum(team.admin, team.membership(team.admin), True)
+    team.project.refresh_from_db()
+    assert team.project.requester_counts_for_quorum is True
+    event = AuditEvent.objects.get(verb="project.quorum_rule_changed")
+    assert event.actor == team.admin and event.project_id == team.project.pk
+    assert event.before == {"requester_counts_for_quorum": False}
+    assert event.after == {"requester_counts_for_quorum": True}
+    # Saying it again changes nothing and records nothing.
+    services.set_requester_counts_for_quorum(team.admin, team.membership(team.admin), True)
+    assert AuditEvent.objects.filter(verb="project.quorum_rule_changed").count() == 1
+    with pytest.raises(ValidationError):
+        services.set_requester_counts_for_quorum(team.admin, team.membership(team.admin), "no")
 
 
 def test_signoff_needs_the_capacity_403(api_client_for, team):
@@ -272,9 +323,8 @@ def test_requester_does_not_count_towards_quorum_unless_allowed(team):
     decision = decide(release, team.production, requester=bea)
     assert [r.code for r in decision.reasons] == ["signoff_missing"]
     assert "Backend Engineer" in decision.reasons[0].message
-    team.project.requester_counts_for_quorum = True
-    team.project.save()
-    release.refresh_from_db()
+    services.set_requester_counts_for_quorum(team.admin, team.membership(team.admin), True)
+    release = Release.objects.select_related("project").get(pk=release.pk)
     assert decide(release, team.production, requester=bea).go
 
 
@@ -489,6 +539,8 @@ def test_signoff_through_the_page(client, team):
         follow=True,
     )
     assert "Signed off as Backend Engineer" in response.content.decode()
+    excluded = "If you request the deployment yourself, your own sign-off does not count"
+    assert excluded in response.content.decode()
     refused = client.post(
         f"/p/{team.project.slug}/releases/{release.pk}/signoff/",
         {"environment": "production", "role": "Technical Lead", "decision": "approve"},
@@ -497,34 +549,123 @@ def test_signoff_through_the_page(client, team):
     assert (
         "do not hold the &#x27;Technical Lead&#x27; sign-off capacity" in refused.content.decode()
     )
+    services.set_requester_counts_for_quorum(team.admin, team.membership(team.admin), True)
+    page = client.get(f"/p/{team.project.slug}/releases/{release.pk}/").content.decode()
+    assert "You signed as Backend Engineer." in page and excluded not in page
 
 
-def test_release_list_filters_and_paginates(client, team):
-    for i in range(30):
-        make_release(team, version=f"1.{i}.0", environments=["staging"] if i % 2 else None)
-    client.force_login(team.member)
-    first = client.get(f"/p/{team.project.slug}/releases/")
-    assert first.context["page"].paginator.count == 30
-    assert len(first.context["page"].object_list) == 25
-    production = client.get(f"/p/{team.project.slug}/releases/?environment=production")
-    assert production.context["page"].paginator.count == 15
-    second = client.get(f"/p/{team.project.slug}/releases/?environment=production&page=2")
-    assert second.status_code == 200
+BUNDLE_RUNBOOK = """# Go-live
+
+## Proof (NO-GO)
+- [ ] Database backup verified
+- [ ] Rollback plan reviewed
+
+## Performance (CONDITIONAL)
+- [ ] Load test at twice the peak
+"""
+BACKUP_LOG = b"pg_dump finished: 1284 MB, checksum 9f2c\n"
 
 
-def test_compliance_bundle_contains_the_record(client, team):
+def test_compliance_bundle_contains_the_record(client, team, settings, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from checklists import services as checklists
+    from checklists.models import RunItem
+
+    # Evidence goes to a local folder of this test, not to a shared media root.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+    template = checklists.import_runbook(team.admin, team.project, BUNDLE_RUNBOOK).template
+    services.update_policy(
+        team.admin, team.membership(team.admin), team.production, checklist_templates=[template]
+    )
     release = make_release(team)
+    run = ReleaseTarget.objects.get(release=release, environment=team.production).runs.get()
+
+    def row(text):
+        return RunItem.objects.get(run=run, item__text=text)
+
+    backup = checklists.tick(team.member, row("Database backup verified"), expected_version=None)
+    evidence = checklists.add_evidence_file(
+        team.member, backup, SimpleUploadedFile("backup.log", BACKUP_LOG)
+    )
+    services.accept_risk(
+        team.lead,
+        team.membership(team.lead),
+        release,
+        environment="production",
+        item_key=row("Load test at twice the peak").key,
+        reason="load test environment is down until Monday",
+        expires_at=timezone.now() + timedelta(days=2),
+    )
     sign_all(team, release)
-    client.force_login(team.member)
+    with transaction.atomic():
+        services.check_deploy_allowed(
+            team.lead,
+            team.membership(team.lead),
+            release,
+            team.production,
+            override_reason="Hotfix for the checkout outage",
+        )
+
+    client.force_login(team.viewer)
     response = client.get(f"/p/{team.project.slug}/releases/{release.pk}/compliance.zip")
     assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(response.content))
-    assert {"report.json", "report.md"} <= set(archive.namelist())
+    names = set(archive.namelist())
+    assert {"report.json", "report.md"} <= names
+    evidence_path = f"evidence/production/run-{run.pk}/{backup.pk}/{evidence.pk}-{evidence.name}"
+    assert evidence_path in names, names
+    assert archive.read(evidence_path) == BACKUP_LOG
+
     report = json.loads(archive.read("report.json"))
+    assert report["release"]["version"] == "1.4.0"
     production = next(e for e in report["environments"] if e["environment"] == "production")
-    assert {s["role"] for s in production["signoffs"]} == {r for r, _q in PROD_ROLES}
+    assert {(s["role"], s["user"], s["decision"]) for s in production["signoffs"]} == {
+        ("Backend Engineer", "bea-backend", "approve"),
+        ("Security Review", "sam-security", "approve"),
+        ("Technical Lead", "tia-techlead", "approve"),
+    }
+    [acceptance] = production["risk_acceptances"]
+    assert acceptance["item"] == "Load test at twice the peak"
+    assert acceptance["by"] == "liam-lead" and "down until Monday" in acceptance["reason"]
+    [override] = production["overrides"]
+    assert override["by"] == "liam-lead"
+    assert override["reason"] == "Hotfix for the checkout outage"
+    assert [r["message"] for r in override["reasons_overridden"]] == [
+        "NO-GO gate not ticked: Rollback plan reviewed"
+    ]
+    [run_report] = production["checklist_runs"]
+    items = {i["text"]: i for i in run_report["items"]}
+    ticked = items["Database backup verified"]
+    assert ticked["state"] == "done" and ticked["done_by"] == "mia-member"
+    assert ticked["done_at"] is not None
+    assert [e["name"] for e in ticked["evidence"]] == ["backup.log"]
+    assert items["Rollback plan reviewed"]["state"] == "open"
+    assert report["follow_ups"][0]["text"].startswith("Review the override of a no-go")
+
     markdown = archive.read("report.md").decode()
+    assert f"### Checklist: {run.title}" in markdown
+    assert f"- [x] [NO-GO] Database backup verified — mia-member at {ticked['done_at']}" in markdown
+    assert "- [ ] [NO-GO] Rollback plan reviewed" in markdown
+    assert "  - evidence: backup.log (41 bytes), by mia-member at" in markdown
     assert "Security Review: sam-security approved" in markdown
+    assert (
+        f"- Load test at twice the peak — accepted by liam-lead at {acceptance['at']}, "
+        f"until {acceptance['expires_at']}: load test environment is down until Monday"
+    ) in markdown
+    assert (
+        "overrode a no-go at" in markdown
+        and "Hotfix for the checkout outage** (the decision said: NO-GO gate not ticked: "
+        "Rollback plan reviewed)"
+        in markdown
+    )
 
 
 def test_acceptance_needs_future_expiry(team):
