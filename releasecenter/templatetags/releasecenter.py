@@ -12,6 +12,8 @@ register = template.Library()
 # whose fields are missing, or whose verb is not listed, reads as its verb.
 DESCRIPTIONS = {
     "project.created": "created the project",
+    "project.quorum_rule_changed": "changed whether the requester of a deployment counts towards "
+    "its quorum",
     "environment.created": "added environment {after[name]}",
     "environment.updated": "changed environment {after[name]}",
     "environment.locked": "locked {after[environment]}: {after[reason]}",
