@@ -334,6 +334,8 @@ CHECK_RESULT_RETENTION_DAYS = env.int("CHECK_RESULT_RETENTION_DAYS", default=30)
 EVENTS_POLL_SECONDS = 0.5
 EVENTS_HEARTBEAT_SECONDS = env.float("EVENTS_HEARTBEAT_SECONDS", default=15.0)
 EVENTS_CHANNEL_PREFIX = env.str("EVENTS_CHANNEL_PREFIX", default="rc:events:")
+# An open stream asks again whether its user may see the topic before sending, at most this often.
+EVENTS_ACCESS_RECHECK_SECONDS = env.float("EVENTS_ACCESS_RECHECK_SECONDS", default=5.0)
 
 # --- Logging --------------------------------------------------------------------------------------
 LOG_JSON = env("LOG_JSON") if env("LOG_JSON") is not None else not DEBUG

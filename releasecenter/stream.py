@@ -49,8 +49,10 @@ def _frame(event: dict) -> str:
     return f"id: {event['id']}\ndata: {json.dumps(event)}\n\n"
 
 
-async def _events(topic: str, last_id: int) -> AsyncIterator[str]:
+async def _events(user, topic: str, last_id: int) -> AsyncIterator[str]:  # noqa: ANN001
     fetch = sync_to_async(events.read_after, thread_sensitive=False)
+    authorise = sync_to_async(_authorise, thread_sensitive=False)
+    checked = time.monotonic()
     cursor = await sync_to_async(events.cursor_for, thread_sensitive=False)(last_id)
     client = pubsub = None
     if settings.REDIS_URL:
@@ -69,6 +71,11 @@ async def _events(topic: str, last_id: int) -> AsyncIterator[str]:
         last_sent = time.monotonic()
         while True:
             batch, cursor, held_back = await fetch(topic, cursor, BATCH)
+            if batch and time.monotonic() - checked >= settings.EVENTS_ACCESS_RECHECK_SECONDS:
+                # Someone removed from the project mid-stream stops receiving its events.
+                if not await authorise(user, topic):
+                    return
+                checked = time.monotonic()
             for event in batch:
                 yield _frame(event)
             if batch:
@@ -114,7 +121,7 @@ async def event_stream(request):  # noqa: ANN001, ANN201
     if not await sync_to_async(_authorise)(user, topic):
         raise Http404("No such topic.")
     response = StreamingHttpResponse(
-        _events(topic, _parse_last_id(request)), content_type="text/event-stream"
+        _events(user, topic, _parse_last_id(request)), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"

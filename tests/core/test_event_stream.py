@@ -242,3 +242,29 @@ def test_pages_hand_their_stream_only_settled_events(personas):
         assert events.stream_cursor(topic) == settled
     finally:
         overlap.finish()
+
+
+def test_a_member_removed_mid_stream_stops_receiving(start_web, personas):
+    server = start_web(EVENTS_ACCESS_RECHECK_SECONDS="0")
+    topic = personas.project.topic
+    last = events.publish(topic, "before", project=personas.project).pk
+    admin_m = Membership.objects.get(user=personas.admin, project=personas.project)
+
+    def remove_then_publish() -> None:
+        from django.db import connection
+
+        time.sleep(0.5)
+        try:
+            services.remove_member(personas.admin, admin_m, personas.membership(personas.viewer))
+            events.publish(topic, "secret", project=personas.project)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=remove_then_publish)
+    thread.start()
+    started = time.monotonic()
+    got = read_events(server, personas.viewer, topic, 1, last_id=last, timeout=8)
+    thread.join()
+    assert got == []
+    # The server ended the stream; the reader did not just run out of time.
+    assert time.monotonic() - started < 6
