@@ -1,10 +1,23 @@
 from django.apps import AppConfig
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 
 
 def _check_project(check_id: str) -> int | None:
     from .models import Check
 
     return Check.objects.filter(pk=check_id).values_list("project_id", flat=True).first()
+
+
+def _check_retention(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
+    # Found at start-up rather than the first night the retention task runs.
+    from .models import result_retention_days
+
+    try:
+        result_retention_days()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="monitoring.E001")]
+    return []
 
 
 class MonitoringConfig(AppConfig):
@@ -18,6 +31,7 @@ class MonitoringConfig(AppConfig):
         from . import selectors, services
 
         # Live pages of a check follow "check:<id>"; the stream asks this which project it is.
+        checks.register(_check_retention)
         events.register_topic("check", _check_project)
         overview.register("monitoring", selectors.overview_panels)
         demo.register(data.seed_demo)

@@ -20,7 +20,7 @@ import uuid
 from urllib.parse import urljoin
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -28,9 +28,31 @@ from django.utils import timezone
 from releasecenter.crypto import EncryptedTextField
 from releasecenter.models import Environment, Project, Service
 
-# Raw results are kept this long; hourly and daily rollups for ROLLUP_RETENTION_DAYS.
-RESULT_RETENTION_DAYS = 30
+# Raw results are kept for result_retention_days() (settings.CHECK_RESULT_RETENTION_DAYS, 30 by
+# default); hourly and daily rollups, which the uptime figures read, for ROLLUP_RETENTION_DAYS.
+DEFAULT_RESULT_RETENTION_DAYS = 30
 ROLLUP_RETENTION_DAYS = 366
+
+
+def result_retention_days() -> int:
+    """How many days raw check results are kept, from the settings at the time of asking.
+
+    At least one day: the check page's response-time chart draws the last 24 hours of raw
+    results. Uptime is unaffected, since it comes from the rollups.
+    """
+    value = getattr(settings, "CHECK_RESULT_RETENTION_DAYS", DEFAULT_RESULT_RETENTION_DAYS)
+    try:
+        days = int(value)
+    except (TypeError, ValueError):
+        raise ImproperlyConfigured(
+            f"CHECK_RESULT_RETENTION_DAYS must be a whole number of days, not {value!r}."
+        ) from None
+    if isinstance(value, bool) or days < 1 or days != float(value):
+        raise ImproperlyConfigured(
+            f"CHECK_RESULT_RETENTION_DAYS must be a whole number of days, 1 or more, not {value!r}."
+        )
+    return days
+
 
 MAX_TIMEOUT_SECONDS = 60.0
 MIN_INTERVAL_SECONDS = 10

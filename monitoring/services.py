@@ -8,9 +8,10 @@ Running is split in three so that each part stays small and testable:
 
 * ``_plan``: load what a run needs from the database (URLs, decrypted headers, the address
   policy of each environment) into plain ``CheckSpec``s;
-* ``_execute``: the async part, no database: every plain check of a run goes through one pooled,
-  guarded client per address policy (per environment) via ``monitoring.lib.engine.run_checks``;
-  suites run their steps in order on the same clients;
+* ``_execute``: the async part, no database: every check of a run goes through one
+  ``monitoring.lib.engine.CheckRunner`` (a pooled, guarded client per address policy, and one
+  per-host and one global limit for the whole run); suites run their steps in order through
+  the same runner, so they share those limits with the plain checks;
 * ``_record``: one transaction that stores every result, adds them to the hourly and daily
   rollups and moves each check's state. A change between passing and failing writes one event
   (on the project's topic, mirrored on the check's) and one ``Notification`` row; the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -38,7 +40,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpcore
-import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -53,13 +54,12 @@ from releasecenter.models import Environment, Membership, Service
 from releasecenter.services import Conflict
 
 from .lib.assertions import AssertionSpecError, Failure, parse_assertion, validate_assertions
+from .lib.engine import MAX_CONNECTIONS, PER_HOST_LIMIT, CheckRunner, CheckSpec
 from .lib.engine import CheckResult as EngineResult
-from .lib.engine import CheckSpec, run_checks
-from .lib.ssrf import AddressPolicy, Decision, GuardedClient, make_client
+from .lib.ssrf import AddressPolicy, Decision, is_valid_entry
 from .models import (
     MAX_TIMEOUT_SECONDS,
     METHODS,
-    RESULT_RETENTION_DAYS,
     ROLLUP_RETENTION_DAYS,
     Check,
     CheckResult,
@@ -67,13 +67,12 @@ from .models import (
     EnvironmentMonitoring,
     Notification,
     PerformanceTarget,
+    result_retention_days,
 )
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PER_HOST_LIMIT = 8
-MAX_CONNECTIONS = 100
 # How many due checks one dispatch claims, and how many one task runs together.
 DISPATCH_LIMIT = 2000
 RUN_BATCH = 200
@@ -92,22 +91,86 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # --- The address policy ----------------------------------------------------------------------
 
 
-def internal_endpoints() -> list[tuple[str, int | None]]:
-    """This app's own database and Redis, as (host, port): never a check's destination."""
+# The whole of 127.0.0.0/8 and ::1 reach this host, so a store listening on "localhost" (or
+# on all interfaces, or on a unix socket next to a TCP listener) answers on every one of them.
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1")
+DEFAULT_STORE_PORTS = {"postgresql": 5432, "postgis": 5432, "mysql": 3306, "redis": 6379}
+
+
+def _ports(value: Any) -> list[int]:
+    """A PORT setting as ports: libpq accepts "5432,5433" for several hosts."""
+    ports = []
+    for part in str(value or "").split(","):
+        part = part.strip()
+        if part.isdigit() and 0 < int(part) < 65536:
+            ports.append(int(part))
+    return ports
+
+
+def _database_endpoints(db: dict[str, Any]) -> list[tuple[str, int | None]]:
+    engine = (db.get("ENGINE") or "").rsplit(".", 1)[-1]
+    default_port = DEFAULT_STORE_PORTS.get(engine)
+    if default_port is None and not db.get("PORT"):
+        return []  # SQLite: a file, nothing to reach over TCP
+    ports = _ports(db.get("PORT"))
+    if not ports:
+        # An empty PORT means libpq's default, which PGPORT changes; 5432 stays denied too.
+        ports = _ports(os.environ.get("PGPORT")) if engine.startswith("post") else []
+        ports = list(dict.fromkeys([*ports, default_port] if default_port else ports))
+    hosts = [h.strip() for h in str(db.get("HOST") or "").split(",") if h.strip()]
     endpoints: list[tuple[str, int | None]] = []
-    for db in settings.DATABASES.values():
-        host = (db.get("HOST") or "").strip()
-        if not host or host.startswith("/"):
-            continue  # SQLite, or a unix socket: not reachable over TCP anyway
-        port = db.get("PORT")
-        if not port and db.get("ENGINE", "").endswith("postgresql"):
-            port = 5432
-        endpoints.append((host, int(port) if port else None))
-    if settings.REDIS_URL:
-        parsed = urlsplit(settings.REDIS_URL)
-        if parsed.hostname:
-            endpoints.append((parsed.hostname, parsed.port or 6379))
+    for port in ports:
+        for network in LOOPBACK_NETWORKS:
+            endpoints.append((network, port))
+        for host in hosts:
+            # A socket directory ("/run/postgresql") is local: the loopback entries cover it.
+            # A host the policy could not parse would make every policy fail to build.
+            if not host.startswith("/") and is_valid_entry((host, port)):
+                endpoints.append((host, port))
     return endpoints
+
+
+def _redis_endpoints(url: str) -> list[tuple[str, int | None]]:
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("redis", "rediss", "unix", "redis+socket"):
+        return []
+    try:
+        port = parsed.port or DEFAULT_STORE_PORTS["redis"]
+    except ValueError:
+        port = DEFAULT_STORE_PORTS["redis"]
+    endpoints: list[tuple[str, int | None]] = [(n, port) for n in LOOPBACK_NETWORKS]
+    host = parsed.hostname
+    if parsed.scheme in ("redis", "rediss") and host and is_valid_entry((host, port)):
+        endpoints.append((host, port))
+    return endpoints
+
+
+def internal_endpoints(
+    databases: dict[str, dict[str, Any]] | None = None,
+    redis_urls: Iterable[str] | None = None,
+) -> list[tuple[str, int | None]]:
+    """This app's own databases and Redis, as (host or network, port): never a destination.
+
+    Each store's port is denied on every loopback address whatever its configured host says:
+    "localhost", "127.0.0.1", "::1", an empty host or a unix socket all leave a TCP listener
+    on this host reachable through any loopback spelling, and an allow entry for one loopback
+    address must not open the store on another. The configured host is denied as well, for
+    stores elsewhere ("db" in compose); the policy resolves names when it is built.
+    """
+    if databases is None:
+        databases = settings.DATABASES
+    if redis_urls is None:
+        redis_urls = [
+            getattr(settings, name, "") or ""
+            for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+        ]
+    endpoints: list[tuple[str, int | None]] = []
+    for db in databases.values():
+        endpoints.extend(_database_endpoints(db))
+    for url in redis_urls:
+        if url:
+            endpoints.extend(_redis_endpoints(url))
+    return list(dict.fromkeys(endpoints))
 
 
 # Building a policy resolves the database's and Redis's host names (they can be names in
@@ -805,8 +868,9 @@ def _problem_outcome(check: Check, problem: str, step: str | None = None) -> Out
     )
 
 
-async def _run_suite(plan: _Plan, client_for: Any) -> Outcome:
-    """Steps in order, each on the environment's shared client; the suite passes if all do."""
+async def _run_suite(plan: _Plan, runner: CheckRunner) -> Outcome:
+    """Steps in order, each through the run's shared runner (so under the same per-host limit
+    as every other check of the run); the suite passes if all do."""
     if plan.problem:
         return _problem_outcome(plan.check, plan.problem)
     started_at = timezone.now()
@@ -828,7 +892,7 @@ async def _run_suite(plan: _Plan, client_for: Any) -> Outcome:
         elif step_plan.problem:
             step = _problem_outcome(step_plan.check, step_plan.problem, name)
         else:
-            [result] = await run_checks([step_plan.spec], client=client_for(plan.policy))
+            result = await runner.run(step_plan.spec, plan.policy)
             step = _outcome(step_plan.check, result, name)
         details.append(
             {
@@ -863,47 +927,26 @@ async def _run_suite(plan: _Plan, client_for: Any) -> Outcome:
 async def _execute(
     plans: list[_Plan], *, inner_backend: httpcore.AsyncNetworkBackend | None = None
 ) -> list[Outcome]:
-    """Run every plan concurrently: one pooled, guarded client per address policy."""
-    clients: dict[AddressPolicy, GuardedClient] = {}
-    limits = httpx.Limits(max_connections=PER_HOST_LIMIT, max_keepalive_connections=PER_HOST_LIMIT)
-
-    def client_for(policy: AddressPolicy) -> GuardedClient:
-        if policy not in clients:
-            clients[policy] = make_client(policy, limits=limits, inner_backend=inner_backend)
-        return clients[policy]
-
+    """Run every plan concurrently through one runner: one pooled, guarded client per address
+    policy, and one set of per-host and global limits for plain checks and suite steps alike."""
     outcomes: list[Outcome | None] = [None] * len(plans)
-    by_policy: dict[AddressPolicy, list[int]] = defaultdict(list)
-    jobs = []
-    for index, plan in enumerate(plans):
+
+    async def run_one(index: int, plan: _Plan, runner: CheckRunner) -> None:
         if plan.check.is_suite:
-            jobs.append((index, _run_suite(plan, client_for)))
-        elif plan.problem:
-            outcomes[index] = _problem_outcome(plan.check, plan.problem)
+            outcomes[index] = await _run_suite(plan, runner)
         else:
-            by_policy[plan.policy].append(index)
+            outcomes[index] = _outcome(plan.check, await runner.run(plan.spec, plan.policy))
 
-    async def run_group(policy: AddressPolicy, indexes: list[int]) -> None:
-        results = await run_checks(
-            [plans[i].spec for i in indexes],
-            client=client_for(policy),
-            per_host_limit=PER_HOST_LIMIT,
-            max_connections=MAX_CONNECTIONS,
-        )
-        for i, result in zip(indexes, results, strict=True):
-            outcomes[i] = _outcome(plans[i].check, result)
-
-    async def run_suite(index: int, job: Any) -> None:
-        outcomes[index] = await job
-
-    try:
-        await asyncio.gather(
-            *(run_group(policy, indexes) for policy, indexes in by_policy.items()),
-            *(run_suite(index, job) for index, job in jobs),
-        )
-    finally:
-        for client in clients.values():
-            await client.aclose()
+    async with CheckRunner(
+        per_host_limit=PER_HOST_LIMIT, max_connections=MAX_CONNECTIONS, inner_backend=inner_backend
+    ) as runner:
+        jobs = []
+        for index, plan in enumerate(plans):
+            if plan.problem and not plan.check.is_suite:
+                outcomes[index] = _problem_outcome(plan.check, plan.problem)
+            else:
+                jobs.append(run_one(index, plan, runner))
+        await asyncio.gather(*jobs)
     return [o for o in outcomes if o is not None]
 
 
@@ -1230,12 +1273,14 @@ def take_run_request(check_id: int, token: uuid.UUID | str) -> Check | None:
 def prune(
     now: datetime | None = None, batch: int = 10_000, max_batches: int = 100
 ) -> dict[str, int]:
-    """Delete raw results past RESULT_RETENTION_DAYS and rollups past ROLLUP_RETENTION_DAYS,
-    in bounded batches so a large backlog never holds one long transaction."""
+    """Delete raw results older than ``result_retention_days()`` and rollups older than
+    ROLLUP_RETENTION_DAYS, in bounded batches so a large backlog never holds one long
+    transaction."""
     now = now or timezone.now()
+    keep_results = result_retention_days()
     deleted = {"results": 0, "rollups": 0}
     plans = [
-        (CheckResult, "started_at", now - timedelta(days=RESULT_RETENTION_DAYS), "results"),
+        (CheckResult, "started_at", now - timedelta(days=keep_results), "results"),
         (CheckRollup, "start", now - timedelta(days=ROLLUP_RETENTION_DAYS), "rollups"),
     ]
     for model, column, cutoff, key in plans:

@@ -14,7 +14,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Max
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,12 +23,13 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from releasecenter import events
 from releasecenter.access import object_for, project_for
-from releasecenter.models import AuditEvent, Environment, Membership
+from releasecenter.models import Environment, Membership
 from releasecenter.services import Conflict
 
 from . import forms, selectors, services
-from .models import RESULT_RETENTION_DAYS, Check, PerformanceTarget
+from .models import Check, PerformanceTarget, result_retention_days
 
 GRID_PAGE_SIZE = 25
 LIST_PAGE_SIZE = 50
@@ -57,10 +57,6 @@ def _check_for(request, slug: str, check_id: int, minimum: str = Membership.Role
         raise Http404
     request.project = check.project
     return check, membership
-
-
-def _last_event_id(topic: str) -> int:
-    return AuditEvent.objects.filter(topic=topic).aggregate(m=Max("id"))["m"] or 0
 
 
 # --- SVG ------------------------------------------------------------------------------------
@@ -321,7 +317,7 @@ def health_index(request, slug: str):  # noqa: ANN001, ANN201
     }
     if request.htmx:
         return render(request, "monitoring/_health_live.html", context)
-    context["last_event_id"] = _last_event_id(project.topic)
+    context["last_event_id"] = events.stream_cursor(project.topic)
     return render(request, "monitoring/health_index.html", context)
 
 
@@ -388,7 +384,7 @@ def _check_context(request, check: Check, membership: Membership) -> dict:  # no
         "failures": failures,
         "page": failures,
         "steps": steps,
-        "retention_days": RESULT_RETENTION_DAYS,
+        "retention_days": result_retention_days(),
         "assertion_lines": [forms.assertion_text(a) for a in check.assertions],
     }
 
@@ -402,7 +398,7 @@ def check_detail(request, slug: str, check_id: int):  # noqa: ANN001, ANN201
     context = _check_context(request, check, membership)
     if request.htmx:
         return render(request, "monitoring/_check_live.html", context)
-    context["last_event_id"] = _last_event_id(check.topic)
+    context["last_event_id"] = events.stream_cursor(check.topic)
     return render(request, "monitoring/check_detail.html", context)
 
 

@@ -1,9 +1,10 @@
 """Run many HTTP health checks concurrently from one process.
 
-`run_checks(specs)` sends every check through one pooled, keep-alive, SSRF-guarded httpx client
+A `CheckRunner` sends every check through one pooled, keep-alive, SSRF-guarded httpx client
 (per address policy), so a run of thousands of checks against a handful of services reuses a
-handful of connections instead of opening one per check. Three limits keep one bad target from
-hurting the rest:
+handful of connections instead of opening one per check; `run_checks(specs)` is a runner for one
+group of checks. Three limits, shared by everything that runs through the same runner, keep one
+bad target from hurting the rest:
 
 * a semaphore per scheme://host:port caps how many checks hit one target at once, so a slow
   service does not take every pooled connection;
@@ -32,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpcore
 import httpx
 
 from monitoring.lib.assertions import (
@@ -47,10 +49,13 @@ logger = logging.getLogger(__name__)
 
 EXCERPT_BYTES = 2048
 MAX_BODY_BYTES = 1024 * 1024
-# Past a few connections per target, httpcore's per-request bookkeeping costs more than the
-# extra concurrency gains (bench: 1,391 checks/s at 4, 1,010/s at 8 on loopback targets).
-DEFAULT_PER_HOST_LIMIT = 4
-DEFAULT_MAX_CONNECTIONS = 100
+# How many checks may be in flight to one target (scheme, host, port) at once, across every
+# environment and suite of a run. Past a few connections per target, httpcore's per-request
+# bookkeeping costs more than the extra concurrency gains (bench: 1,391 checks/s at 4,
+# 1,010/s at 8 on loopback targets), and a service under test should not feel a stampede.
+PER_HOST_LIMIT = 4
+# How many checks one runner has in flight in total.
+MAX_CONNECTIONS = 100
 
 
 @dataclass(slots=True)
@@ -116,21 +121,67 @@ def _excerpt(body: bytes, limit: int) -> str:
     return body[:limit].decode("utf-8", errors="replace")
 
 
-class _Runner:
+class CheckRunner:
+    """The limits and pooled clients shared by everything one worker runs together.
+
+    One runner per batch: plain checks and suite steps alike take a slot per target host and a
+    global slot from it, so a suite cannot get around the bound that the plain checks of the
+    same batch respect, and two environments probing one host share that host's limit. Each
+    address policy still gets a client of its own (a keep-alive connection opened under a
+    lenient policy must never serve a check under a stricter one), but the slots are per host,
+    across policies. Clients passed in are used and left open; clients made here are closed by
+    `aclose` (or leaving `async with`).
+    """
+
     def __init__(
         self,
-        clients: dict[AddressPolicy, httpx.AsyncClient],
-        per_host_limit: int,
-        max_concurrency: int,
-        max_body_bytes: int,
-        excerpt_bytes: int,
+        *,
+        per_host_limit: int = PER_HOST_LIMIT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        excerpt_bytes: int = EXCERPT_BYTES,
+        clients: Iterable[GuardedClient] = (),
+        inner_backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
-        self.clients = clients
-        self.per_host_limit = per_host_limit
-        self.global_slots = asyncio.Semaphore(max_concurrency)
+        self.per_host_limit = max(1, per_host_limit)
+        self.global_slots = asyncio.Semaphore(max(1, max_connections))
         self.host_slots: dict[str, asyncio.Semaphore] = {}
         self.max_body_bytes = max_body_bytes
         self.excerpt_bytes = excerpt_bytes
+        self.inner_backend = inner_backend
+        self.clients: dict[AddressPolicy, httpx.AsyncClient] = {}
+        for client in clients:
+            if not isinstance(client, GuardedClient):
+                raise TypeError(
+                    "client must come from make_client() so the address policy is enforced"
+                )
+            self.clients[client.policy] = client
+        self._owned: list[httpx.AsyncClient] = []
+        # Pools are per origin (see ssrf._PoolPerOrigin) and as large as the per-host limit,
+        # so a check that holds its host slot never waits for a pooled connection.
+        self._limits = httpx.Limits(
+            max_connections=self.per_host_limit, max_keepalive_connections=self.per_host_limit
+        )
+
+    def client_for(self, policy: AddressPolicy) -> httpx.AsyncClient:
+        client = self.clients.get(policy)
+        if client is None:
+            client = make_client(policy, limits=self._limits, inner_backend=self.inner_backend)
+            self.clients[policy] = client
+            self._owned.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        owned, self._owned = self._owned, []
+        for client in owned:
+            self.clients.pop(client.policy, None)  # type: ignore[attr-defined]
+            await client.aclose()
+
+    async def __aenter__(self) -> CheckRunner:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def _host_slot(self, url: httpx.URL) -> asyncio.Semaphore:
         key = f"{url.scheme}://{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
@@ -142,7 +193,15 @@ class _Runner:
     def _failed(self, spec: CheckSpec, error: str, started_at: datetime) -> CheckResult:
         return CheckResult(spec.id, False, None, None, [], error, "", started_at)
 
-    async def run(self, spec: CheckSpec, policy: AddressPolicy) -> CheckResult:
+    async def run_many(
+        self, specs: Iterable[CheckSpec], policy: AddressPolicy | None = None
+    ) -> list[CheckResult]:
+        """Run checks concurrently under this runner's limits; results in the order given."""
+        return list(await asyncio.gather(*(self.run(spec, policy) for spec in specs)))
+
+    async def run(self, spec: CheckSpec, policy: AddressPolicy | None = None) -> CheckResult:
+        """Run one check. Its policy: `spec.policy`, else `policy`, else public addresses only."""
+        policy = spec.policy or policy or AddressPolicy()
         try:
             assertions = validate_assertions(spec.assertions)
             url = httpx.URL(spec.url)
@@ -157,7 +216,7 @@ class _Runner:
         except ValueError as exc:
             return self._failed(spec, f"invalid check: {exc}", datetime.now(UTC))
 
-        client = self.clients[policy]
+        client = self.client_for(policy)
         async with self._host_slot(url), self.global_slots:
             started_at = datetime.now(UTC)
             started = time.perf_counter()
@@ -205,52 +264,30 @@ async def run_checks(
     *,
     client: GuardedClient | None = None,
     policy: AddressPolicy | None = None,
-    per_host_limit: int = DEFAULT_PER_HOST_LIMIT,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    per_host_limit: int = PER_HOST_LIMIT,
+    max_connections: int = MAX_CONNECTIONS,
     max_body_bytes: int = MAX_BODY_BYTES,
     excerpt_bytes: int = EXCERPT_BYTES,
 ) -> list[CheckResult]:
-    """Run checks concurrently; results come back in the order of `specs`.
+    """Run checks concurrently with a runner of their own; results in the order of `specs`.
 
     A spec without a policy uses `policy`, else the client's, else the default AddressPolicy
-    (public addresses only). Specs are grouped by policy and each group gets one pooled client,
-    because a keep-alive connection opened under a lenient policy must never be reused by a check
-    under a stricter one. A `client` passed in (from `make_client`) serves its own policy's group
-    and is left open; clients made here are closed before returning.
+    (public addresses only). Each policy gets one pooled client; a `client` passed in (from
+    `make_client`) serves its own policy's checks and is left open. Code that runs several
+    groups of checks together (a batch with suites) shares one `CheckRunner` instead, so the
+    limits hold across all of them.
     """
-    specs = list(specs)
     if client is not None and not isinstance(client, GuardedClient):
         raise TypeError("client must come from make_client() so the address policy is enforced")
     default_policy = policy or (client.policy if client is not None else None) or AddressPolicy()
-    clients: dict[AddressPolicy, httpx.AsyncClient] = {}
-    if client is not None:
-        clients[client.policy] = client
-    owned: list[httpx.AsyncClient] = []
-    # Pools are per origin (see ssrf._PoolPerOrigin), so the per-host limit is the pool size;
-    # max_connections bounds the total through the global semaphore instead.
-    limits = httpx.Limits(max_connections=per_host_limit, max_keepalive_connections=per_host_limit)
-    policies = [spec.policy or default_policy for spec in specs]
-    for each in policies:
-        if each not in clients:
-            clients[each] = make_client(each, limits=limits)
-            owned.append(clients[each])
-
-    runner = _Runner(
-        clients,
-        per_host_limit=max(1, per_host_limit),
-        max_concurrency=max_connections,
+    async with CheckRunner(
+        per_host_limit=per_host_limit,
+        max_connections=max_connections,
         max_body_bytes=max_body_bytes,
         excerpt_bytes=excerpt_bytes,
-    )
-    try:
-        return list(
-            await asyncio.gather(
-                *(runner.run(spec, each) for spec, each in zip(specs, policies, strict=True))
-            )
-        )
-    finally:
-        for made in owned:
-            await made.aclose()
+        clients=[client] if client is not None else (),
+    ) as runner:
+        return await runner.run_many(specs, default_policy)
 
 
 def run_checks_sync(specs: Iterable[CheckSpec], **options: Any) -> list[CheckResult]:

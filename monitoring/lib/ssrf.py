@@ -318,6 +318,15 @@ def _parse_entry(entry: str | tuple[str, int | None]) -> _Entry:
     return _Entry(network=None, name=name, port=port)
 
 
+def is_valid_entry(entry: str | tuple[str, int | None]) -> bool:
+    """Whether an allow or deny entry parses, without resolving anything."""
+    try:
+        _parse_entry(entry)
+    except ValueError:
+        return False
+    return True
+
+
 def _system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     return [str(info[4][0]) for info in infos]
@@ -749,6 +758,7 @@ __all__ = [
     "GuardedNetworkBackend",
     "GuardedTransport",
     "SSRFBlocked",
+    "is_valid_entry",
     "make_client",
     "normalise_address",
     "parse_host_literal",

@@ -48,6 +48,16 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._connection_opened()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner._connection_closed()
+
     def _send(
         self,
         status: int,
@@ -177,7 +187,8 @@ class TargetServer:
     """A threaded HTTP/1.1 server on 127.0.0.1 with routes for health-check tests.
 
     Routes: /ok (JSON, X-Service header), /slow?ms=, /hang, /drip?n=&interval=, /401, /503,
-    /redirect?to=, /big?kb=, /text, /echo (method, Host, Cookie), /cookie (sets one). Records every request it receives.
+    /redirect?to=, /big?kb=, /text, /echo (method, Host, Cookie), /cookie (sets one). Records every
+    request it receives, and counts requests in flight and TCP connections open at once.
     """
 
     def __init__(self, routes: dict[str, Route] | None = None) -> None:
@@ -198,6 +209,9 @@ class TargetServer:
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        # TCP connections open at once (accepted and not yet closed), and the most seen.
+        self.open_connections = 0
+        self.max_open_connections = 0
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._in_flight_lock = threading.Lock()
@@ -208,6 +222,15 @@ class TargetServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
+
+    def _connection_opened(self) -> None:
+        with self._in_flight_lock:
+            self.open_connections += 1
+            self.max_open_connections = max(self.max_open_connections, self.open_connections)
+
+    def _connection_closed(self) -> None:
+        with self._in_flight_lock:
+            self.open_connections -= 1
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:

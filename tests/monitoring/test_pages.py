@@ -45,11 +45,80 @@ def test_health_page_shows_state_uptime_and_sparkline_per_cell(client, personas,
     )
     assert cell is not None and cell.group(1) == "failing"
     assert "50 %" in cell.group(2)  # one of two runs passed
-    assert '<svg class="spark"' in cell.group(2) or "no data" in cell.group(2)
+    # Both runs fall in one hour (a dot), or in two should the hour turn between them.
+    spark = re.search(r'<svg class="spark"[^>]*>(.*?)</svg>', cell.group(2), re.S)
+    assert spark is not None and "no data" not in cell.group(2)
+    assert "<circle" in spark.group(1) or "<polyline" in spark.group(1)
     assert "api health" in cell.group(2)  # the failing check is named
     assert "<script>" not in html and " style=" not in html
     assert f'data-live-topic="project:{personas.project.pk}"' in html
     assert 'hx-trigger="rc-live from:closest [data-live-topic]"' in html
+
+
+def seeded_outcome(check, ago: timedelta, passed: bool, latency: float, now) -> services.Outcome:
+    return services.Outcome(
+        check=check,
+        passed=passed,
+        status_code=200 if passed else 503,
+        latency_ms=latency,
+        failures=[],
+        error="",
+        excerpt="",
+        started_at=now - ago,
+    )
+
+
+def test_uptime_windows_and_sparkline_come_from_their_own_periods(client, personas):
+    """24 h, 7 d and 30 d each count their own runs, and the sparkline draws the last day."""
+    allow(personas.staging)
+    api = personas.project.services.get(name="api")
+    check = make_check(personas, "http://127.0.0.1:9/health", service=api, name="api health")
+    [check] = services.load_checks([check.pk])
+    now = timezone.now()
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    outcomes = [
+        # The last day: four good runs in four consecutive hours, at 40, 30, 20, 10 ms.
+        *(seeded_outcome(check, n * hour, True, 10.0 * n, now) for n in (4, 3, 2, 1)),
+        # Two days ago: inside the week, outside the day. Four runs, two failed.
+        *(seeded_outcome(check, 2 * day + n * hour, n % 2 == 0, 50.0, now) for n in range(4)),
+        # Ten days ago: inside the month only. Eight runs, six failed.
+        *(seeded_outcome(check, 10 * day + n * hour, n < 2, 60.0, now) for n in range(8)),
+        # Forty days ago: outside every window.
+        *(seeded_outcome(check, 40 * day + n * hour, False, 70.0, now) for n in range(5)),
+    ]
+    services._record(outcomes, trigger="schedule")
+    assert CheckResult.objects.filter(health_check=check).count() == 21
+
+    client.force_login(personas.viewer)
+    html = client.get("/p/shop/health/").content.decode()
+    cell = re.search(
+        r'<td class="cell cell-\w+" data-environment="staging" data-service="api">(.*?)</td>',
+        html,
+        re.S,
+    )
+    assert cell is not None
+    # 24 h: 4 of 4; 7 d: 6 of 8; 30 d: 8 of 16. The 40-day-old failures count nowhere.
+    uptime = re.search(r'<div class="uptime"[^>]*>(.*?)</div>', cell.group(1), re.S)
+    assert uptime is not None
+    assert re.findall(r"<span>(.*?)</span>", uptime.group(1)) == ["100 %", "75 %", "50 %"]
+
+    spark = re.search(
+        r'<svg class="spark"[^>]*aria-label="([^"]*)"[^>]*>(.*?)</svg>', cell.group(1)
+    )
+    assert spark is not None, cell.group(1)
+    assert "10 to 40 ms" in spark.group(1)
+    [points] = re.findall(r'<polyline points="([^"]+)"', spark.group(2))
+    coordinates = [tuple(map(float, p.split(","))) for p in points.split()]
+    assert len(coordinates) == 4
+    xs = [x for x, _ in coordinates]
+    ys = [y for _, y in coordinates]
+    # Oldest first, one hour apart; latency falls hour by hour, so the line climbs down.
+    assert xs == sorted(xs) and len(set(xs)) == 4
+    assert ys == sorted(ys) and ys[0] < ys[-1]
+
+    detail = client.get(f"/p/shop/health/checks/{check.pk}/").content.decode()
+    shown = re.findall(r"<dt>(24 hours|7 days|30 days)</dt><dd>(.*?)</dd>", detail)
+    assert shown == [("24 hours", "100 %"), ("7 days", "75 %"), ("30 days", "50 %")]
 
 
 def test_health_page_queries_do_not_grow_with_results(client, personas, target):
