@@ -10,13 +10,23 @@ rc_bench_health; the database is created if missing):
    300 services and one health check per cell (1,200 checks), and fills 5,000,000 results
    spread over the last 30 days with INSERT ... SELECT generate_series, then their hourly and
    daily rollups with INSERT ... SELECT ... GROUP BY, as the app would have written them;
-2. requests every page of the grid (12 pages of 25 services) through Django's full stack
-   (middleware, session, view, templates) in this process, several rounds, and prints the
-   server-side p50 / p95 / max and the number of SQL queries per page; then the same for a
-   check's page (chart of its last 24 hours, failures).
+2. requests every page of the grid through Django's full stack (middleware, session, view,
+   templates) in this process, several rounds, and prints the server-side p50 / p95 / max and
+   the number of SQL queries per page; then the same for a check's page (chart of its last 24
+   hours, failures).
+
+The grid is paginated by design: one page holds GRID_PAGE_SIZE (25) services across every
+environment, so the 300 x 4 grid is 12 pages of 25 x 4 = 100 cells, and no request ever draws
+all 1,200 cells. A user waits for one page at a time, so the goal is judged on every page alike:
+the p95 over all pages, and the p95 of the heaviest single page (the one with the most checks
+to draw; page 1 also carries the environment-wide row) timed on its own. Both must be within
+the goal. The script prints what one page holds.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/rc_bench_health \\
         .venv/bin/python bench/bench_health_page.py [--rounds 20] [--results 5000000]
+
+A small --results (e.g. 20000) on a database of its own checks the script quickly; the goal
+is about 5,000,000.
 """
 
 from __future__ import annotations
@@ -222,6 +232,33 @@ def timed(client, paths: list[str], rounds: int) -> tuple[list[float], list[floa
     return walls, cpus, queries
 
 
+def grid_pages(slug: str) -> list[tuple[int, int, int]]:
+    """(page number, services, checks) of each page, paginated exactly as the view does."""
+    from django.core.paginator import Paginator
+    from django.db.models import Count
+
+    from monitoring.models import Check
+    from monitoring.views import GRID_PAGE_SIZE
+    from releasecenter.models import Project
+
+    project = Project.objects.get(slug=slug)
+    per_service = dict(
+        Check.objects.filter(project=project, parent__isnull=True)
+        .values_list("service_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    paginator = Paginator(project.services.order_by("tier", "name"), GRID_PAGE_SIZE)
+    pages = []
+    for number in paginator.page_range:
+        ids = [s.pk for s in paginator.page(number).object_list]
+        checks = sum(per_service.get(pk, 0) for pk in ids)
+        if number == 1:
+            checks += per_service.get(None, 0)  # the environment-wide row
+        pages.append((number, len(ids), checks))
+    return pages
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, int(len(ordered) * share + 0.5) - 1)]
@@ -250,6 +287,7 @@ def main() -> int:
     from django.test import Client
 
     from monitoring.models import Check, CheckResult
+    from releasecenter.models import Environment
 
     # Through the whole middleware stack, as a browser on the same host would arrive.
     client = Client(HTTP_HOST="127.0.0.1")
@@ -259,18 +297,47 @@ def main() -> int:
         f"stored results: {stored:,}   checks: {Check.objects.filter(project__slug=SLUG).count()}"
     )
 
-    pages = [f"/p/{SLUG}/health/?page={n}" for n in range(1, SERVICES // 25 + 1)]
+    layout = grid_pages(SLUG)
+    environments = Environment.objects.filter(project__slug=SLUG).count()
+    services = sum(n for _, n, _ in layout)
+    # The heaviest page: most checks to draw; on a tie the first (it has the extra row).
+    heaviest, heavy_services, heavy_checks = max(layout, key=lambda p: (p[2], -p[0]))
+    print(
+        f"grid: {services} services x {environments} environments, paginated by design in "
+        f"{len(layout)} pages; one page holds {layout[0][1]} services x {environments} "
+        f"environments = {layout[0][1] * environments} cells ({layout[0][2]} checks on page 1)"
+    )
+    print(
+        f"heaviest page: {heaviest}, {heavy_services} services x {environments} environments, "
+        f"{heavy_checks} checks"
+    )
+    pages = [f"/p/{SLUG}/health/?page={n}" for n, _, _ in layout]
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    grid_p95 = report("Health page (25 svc x 4 env)", *timed(client, pages, args.rounds))
+    one_page = f"({layout[0][1]} svc x {environments} env)"
+    walls, cpus, queries = timed(client, pages, args.rounds)
+    grid_p95 = report(f"Health page, every page {one_page}", walls, cpus, queries)
+    # timed() goes round the pages in order, so the n-th wall belongs to page n % len(pages).
+    by_page = {n: percentile(walls[i :: len(pages)], 0.95) for i, (n, _, _) in enumerate(layout)}
+    slowest = max(by_page, key=by_page.__getitem__)
+    print(f"   slowest page measured: {slowest} (p95 {by_page[slowest]:.1f} ms)")
+    # As many requests of the heaviest page alone as all pages got together above.
+    heavy_p95 = report(
+        f"Health page, heaviest (page {heaviest})",
+        *timed(client, [pages[heaviest - 1]], args.rounds * len(pages)),
+    )
     sample = list(
         Check.objects.filter(project__slug=SLUG).order_by("?").values_list("pk", flat=True)[:10]
     )
     check_pages = [f"/p/{SLUG}/health/checks/{pk}/" for pk in sample]
     report("Check page (chart, failures)", *timed(client, check_pages, max(1, args.rounds // 2)))
-    verdict = "meets" if grid_p95 <= GOAL_P95_MS else "MISSES"
-    print(f"Health page server p95 {grid_p95:.1f} ms {verdict} the goal of {GOAL_P95_MS:.0f} ms")
-    return 0 if grid_p95 <= GOAL_P95_MS else 1
+    for label, p95 in (("every page", grid_p95), (f"heaviest page ({heaviest})", heavy_p95)):
+        verdict = "PASS" if p95 <= GOAL_P95_MS else "FAIL"
+        print(
+            f"{verdict}  Health page server p95, {label}: {p95:.1f} ms "
+            f"(goal <= {GOAL_P95_MS:.0f} ms; {stored:,} stored results)"
+        )
+    return 0 if max(grid_p95, heavy_p95) <= GOAL_P95_MS else 1
 
 
 if __name__ == "__main__":
