@@ -23,7 +23,6 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models.expressions import RawSQL
 
 from .models import AuditEvent, Project
 from .request_context import current_request_id
@@ -125,9 +124,11 @@ def _wake(topic: str, event_id: int) -> None:
         logger.warning("could not wake listeners of %s: %s", topic, exc)
 
 
-def event_payload(event: AuditEvent) -> dict[str, Any]:
+def event_payload(event: AuditEvent, position: int | None = None) -> dict[str, Any]:
     return {
         "id": event.pk,
+        # What a client hands back as Last-Event-ID to resume after this event.
+        "position": position,
         "topic": event.topic,
         "verb": event.verb,
         "actor": event.actor.username if event.actor_id else None,
@@ -138,72 +139,36 @@ def event_payload(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-# A position in a topic's stream: (transaction id, event id) of the last event sent.
-Cursor = tuple[int, int]
-START: Cursor = (-1, 0)
-
-
-def _settled(queryset: models.QuerySet) -> models.QuerySet:
-    """Only events whose writing transaction, and every older one, has ended.
-
-    Rows of a transaction older than the snapshot's xmin can no longer appear or change, so
-    (txid, id) order over them is final and a cursor moved past them never skips a row that
-    commits later. A transaction still running holds back the events after it, never loses them.
-    """
-    if connection.vendor != "postgresql":
-        return queryset
-    return queryset.filter(
-        txid__lt=RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
-    )
-
-
-def cursor_for(last_id: int) -> Cursor:
-    """The cursor after the event a client last saw (its Last-Event-ID)."""
-    if last_id <= 0:
-        return START
-    row = (
-        AuditEvent.objects.filter(pk__lte=last_id).order_by("-pk").values_list("txid", "pk").first()
-    )
-    return (row[0], last_id) if row else START
+def _position() -> str:
+    """The column that orders a topic's stream (see AuditEvent.stream_position)."""
+    return "stream_position" if connection.vendor == "postgresql" else "id"
 
 
 def stream_cursor(*topics: str) -> int:
-    """The event id a page hands its stream: the last settled event of its topics.
-
-    An event newer than that may already be reflected in the page and will arrive once more,
-    which a page's refresh absorbs; the other way round it could be lost.
-    """
+    """The stream position a page hands its live stream: the newest event of its topics that the
+    page's own reads could see. Everything after it arrives; nothing before it can appear later."""
+    field = _position()
     row = (
-        _settled(AuditEvent.objects.filter(topic__in=topics))
-        .order_by("-txid", "-id")
-        .values_list("pk", flat=True)
+        AuditEvent.objects.filter(topic__in=topics, **{f"{field}__isnull": False})
+        .order_by(f"-{field}")
+        .values_list(field, flat=True)
         .first()
     )
     return row or 0
 
 
-def read_after(
-    topic: str, cursor: Cursor, limit: int = 500
-) -> tuple[list[dict[str, Any]], Cursor, bool]:
-    """The settled events of a topic after a cursor, in stream order; the new cursor; and whether
-    committed events are waiting for an older transaction to end (then ask again soon: that
-    transaction may publish nothing on this topic, so no wake-up would come)."""
-    txid, last_id = cursor
-    queryset = AuditEvent.objects.filter(topic=topic).filter(
-        models.Q(txid__gt=txid) | models.Q(txid=txid, id__gt=last_id)
+def read_after(topic: str, position: int, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
+    """The committed events of a topic after a stream position, in order, and the new position."""
+    field = _position()
+    rows = list(
+        AuditEvent.objects.filter(topic=topic, **{f"{field}__gt": position})
+        .select_related("actor")
+        .order_by(field)[:limit]
     )
-    if connection.vendor == "postgresql":
-        # One statement, one snapshot: the horizon and the rows agree.
-        queryset = queryset.annotate(
-            horizon=RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
-        )
-    rows = list(queryset.select_related("actor").order_by("txid", "id")[:limit])
-    ready = [e for e in rows if e.txid < getattr(e, "horizon", e.txid + 1)]
-    if ready:
-        cursor = (ready[-1].txid, ready[-1].pk)
-    return [event_payload(e) for e in ready], cursor, len(ready) < len(rows)
+    if rows:
+        position = getattr(rows[-1], field)
+    return [event_payload(e, getattr(e, field)) for e in rows], position
 
 
-def events_after(topic: str, last_id: int, limit: int = 500) -> list[dict[str, Any]]:
-    """The settled events of a topic after the event a client last saw."""
-    return read_after(topic, cursor_for(last_id), limit)[0]
+def events_after(topic: str, position: int, limit: int = 500) -> list[dict[str, Any]]:
+    return read_after(topic, position, limit)[0]

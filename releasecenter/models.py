@@ -115,25 +115,6 @@ class Membership(models.Model):
         return self.RANK[self.role] >= self.RANK[minimum]
 
 
-class CurrentTransactionId(models.Func):
-    """The id of the writing transaction, as the database default of an event row.
-
-    On PostgreSQL, event ids come from a sequence when a row is inserted, but transactions commit
-    in their own order: id 101 can become visible before id 100. A stream that moved its cursor
-    past 101 would never send 100. Ordering the stream by (transaction id, id) and sending only
-    rows of transactions older than every transaction still running (the snapshot's xmin) makes
-    the order final. SQLite has one writer at a time, so ids already commit in order there.
-    """
-
-    output_field = models.BigIntegerField()
-
-    def as_sql(self, compiler, connection, **extra_context):  # noqa: ANN001, ANN003, ANN201
-        return "0", []
-
-    def as_postgresql(self, compiler, connection, **extra_context):  # noqa: ANN001, ANN003, ANN201
-        return "(pg_current_xact_id()::text::bigint)", []
-
-
 class AuditEventQuerySet(models.QuerySet):
     def update(self, **kwargs):  # noqa: ANN003, ANN201
         raise TypeError("Audit events are append-only.")
@@ -169,8 +150,14 @@ class AuditEvent(models.Model):
     data = models.JSONField(default=dict, blank=True)
     request_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    # Filled by the database on insert; see CurrentTransactionId.
-    txid = models.BigIntegerField(db_default=CurrentTransactionId(), editable=False)
+    # The event's place in its topic's live stream, given as its transaction commits. Event ids
+    # come from a sequence at insert, but transactions commit in their own order: id 101 can be
+    # visible before id 100, and a stream that moved past 101 would never send 100. On
+    # PostgreSQL a deferred trigger (migration 0002) numbers a transaction's events just before
+    # it commits, under a lock held until the commit ends, so positions become visible in order
+    # and a stream that reads "after position N" never skips one. SQLite has one writer at a
+    # time, so there the id already is the position and this stays empty.
+    stream_position = models.BigIntegerField(null=True, blank=True, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -178,7 +165,7 @@ class AuditEvent(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(fields=["topic", "id"], name="auditevent_topic_id"),
-            models.Index(fields=["topic", "txid", "id"], name="auditevent_topic_txid_id"),
+            models.Index(fields=["topic", "stream_position"], name="auditevent_topic_position"),
             models.Index(fields=["project", "-id"], name="auditevent_project_id"),
         ]
 

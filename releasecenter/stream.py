@@ -2,7 +2,7 @@
 
 The stream first sends every event of the topic after the client's Last-Event-ID (the header a
 browser sends on reconnect, or ?last_event_id= on the first connect) from the database, in the
-order their transactions settle (events.read_after), then
+order their transactions committed (AuditEvent.stream_position), then
 waits: for a Redis wake-up when Redis is configured, else for the next poll. Events always come
 from the database, so a missed wake-up delays an event by at most SAFETY_SECONDS, never loses it.
 """
@@ -28,9 +28,6 @@ logger = logging.getLogger(__name__)
 # With Redis, re-read the database at least this often anyway, in case a wake-up was lost.
 SAFETY_SECONDS = 5.0
 BATCH = 500
-# Committed events waiting on an older transaction (see events.read_after) are asked for again
-# this soon, since the transaction they wait on may wake nobody when it ends.
-HELD_BACK_SECONDS = 0.05
 
 
 def _parse_last_id(request) -> int:  # noqa: ANN001
@@ -46,14 +43,15 @@ def _authorise(user, topic: str) -> bool:  # noqa: ANN001
 def _frame(event: dict) -> str:
     # No "event:" field: browsers deliver typed events only to listeners of that type, and one
     # onmessage handler that reads the verb from the data is simpler for every page.
-    return f"id: {event['id']}\ndata: {json.dumps(event)}\n\n"
+    # The SSE id is the stream position, which the browser sends back as Last-Event-ID.
+    return f"id: {event['position']}\ndata: {json.dumps(event)}\n\n"
 
 
 async def _events(user, topic: str, last_id: int) -> AsyncIterator[str]:  # noqa: ANN001
     fetch = sync_to_async(events.read_after, thread_sensitive=False)
     authorise = sync_to_async(_authorise, thread_sensitive=False)
     checked = time.monotonic()
-    cursor = await sync_to_async(events.cursor_for, thread_sensitive=False)(last_id)
+    position = last_id
     client = pubsub = None
     if settings.REDIS_URL:
         client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
@@ -70,7 +68,7 @@ async def _events(user, topic: str, last_id: int) -> AsyncIterator[str]:  # noqa
         yield "retry: 1000\n\n"
         last_sent = time.monotonic()
         while True:
-            batch, cursor, held_back = await fetch(topic, cursor, BATCH)
+            batch, position = await fetch(topic, position, BATCH)
             if batch and time.monotonic() - checked >= settings.EVENTS_ACCESS_RECHECK_SECONDS:
                 # Someone removed from the project mid-stream stops receiving its events.
                 if not await authorise(user, topic):
@@ -82,8 +80,7 @@ async def _events(user, topic: str, last_id: int) -> AsyncIterator[str]:  # noqa
                 last_sent = time.monotonic()
                 if len(batch) == BATCH:
                     continue
-            pause = HELD_BACK_SECONDS if held_back else wait
-            timeout = max(0.0, min(pause, heartbeat - (time.monotonic() - last_sent)))
+            timeout = max(0.0, min(wait, heartbeat - (time.monotonic() - last_sent)))
             if pubsub is not None:
                 try:
                     message = await pubsub.get_message(

@@ -6,14 +6,12 @@
   // is re-dispatched on the element as "rc-live" (htmx fragments refresh on it with
   // hx-trigger="rc-live from:closest [data-live-topic]") and can be read from event.detail.
   // The browser resends Last-Event-ID on reconnect, so nothing is lost or repeated. A hidden tab
-  // closes its stream and reopens it, from the last id it saw, when shown again. Ids arrive in
-  // the order their transactions settled, not always ascending: resume from the last one seen,
-  // and skip only ids this page has already had.
+  // closes its stream and reopens it, from the last id it saw, when shown again. Ids are stream
+  // positions, ascending in the order the events committed.
   function LiveTopic(element) {
     this.element = element;
     this.topic = element.dataset.liveTopic;
     this.lastId = parseInt(element.dataset.lastEventId || "0", 10);
-    this.seen = new Set();
     this.source = null;
   }
   LiveTopic.prototype.open = function () {
@@ -27,8 +25,8 @@
   };
   LiveTopic.prototype.deliver = function (ev) {
     var id = parseInt(ev.lastEventId || "0", 10);
-    if (id && this.seen.has(id)) { return; }
-    if (id) { this.seen.add(id); this.lastId = id; this.element.dataset.lastEventId = String(id); }
+    if (id && id <= this.lastId) { return; }
+    if (id) { this.lastId = id; this.element.dataset.lastEventId = String(id); }
     var detail = {};
     try { detail = JSON.parse(ev.data); } catch (e) { detail = {raw: ev.data}; }
     this.element.dispatchEvent(new CustomEvent("rc-live", {bubbles: false, detail: detail}));

@@ -61,9 +61,10 @@ def publish_later(topic, project, verbs, delay=0.3):  # noqa: ANN001
 def test_stream_sends_backlog_then_live_events(start_web, personas):
     server = start_web()
     topic = personas.project.topic
-    first_id = events.publish(topic, "test.one", project=personas.project).pk
+    before = events.stream_cursor(topic)
+    events.publish(topic, "test.one", project=personas.project)
     thread = publish_later(topic, personas.project, ["test.two", "test.three"])
-    got = read_events(server, personas.viewer, topic, 3, last_id=first_id - 1)
+    got = read_events(server, personas.viewer, topic, 3, last_id=before)
     thread.join()
     assert [e["data"]["verb"] for e in got] == ["test.one", "test.two", "test.three"]
     assert [e["id"] for e in got] == sorted(e["id"] for e in got)
@@ -72,7 +73,8 @@ def test_stream_sends_backlog_then_live_events(start_web, personas):
 def test_reconnect_with_last_event_id_loses_and_repeats_nothing(start_web, personas):
     server = start_web()
     topic = personas.project.topic
-    start = events.publish(topic, "marker", project=personas.project).pk
+    events.publish(topic, "marker", project=personas.project)
+    start = events.stream_cursor(topic)
     for i in range(6):
         events.publish(topic, f"e{i}", project=personas.project)
     first = read_events(server, personas.member, topic, 3, last_id=start)
@@ -87,7 +89,8 @@ def test_reconnect_with_last_event_id_loses_and_repeats_nothing(start_web, perso
 def test_stream_polls_the_database_without_redis(start_web, personas):
     server = start_web(REDIS_URL="")
     topic = personas.project.topic
-    last = events.publish(topic, "before", project=personas.project).pk
+    events.publish(topic, "before", project=personas.project)
+    last = events.stream_cursor(topic)
     thread = publish_later(topic, personas.project, ["polled"], delay=0.5)
     started = time.monotonic()
     got = read_events(server, personas.member, topic, 1, last_id=last)
@@ -133,7 +136,8 @@ def test_heartbeat_comment_keeps_idle_streams_open(start_web, personas):
 def test_events_published_by_a_celery_worker_reach_the_stream(start_web, celery_worker, personas):
     server = start_web()
     topic = personas.project.topic
-    last = events.publish(topic, "marker", project=personas.project).pk
+    events.publish(topic, "marker", project=personas.project)
+    last = events.stream_cursor(topic)
     lead_m = Membership.objects.get(user=personas.lead, project=personas.project)
     with transaction.atomic():
         services.post_announcement(personas.lead, lead_m, "Freeze starts at 16:00")
@@ -192,62 +196,58 @@ class Overlap:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_event_that_commits_after_a_newer_one_is_still_delivered(personas):
-    """The reader never moves past an event whose transaction is still open: it holds the newer,
-    committed event back until the older one commits, then sends both, older first."""
+    """Positions follow commits, not inserts: the reader moves past the event that committed
+    first, and still gets the older one once its transaction commits."""
     topic = personas.project.topic
-    cursor = events.cursor_for(events.publish(topic, "marker", project=personas.project).pk)
+    events.publish(topic, "marker", project=personas.project)
+    position = events.stream_cursor(topic)
     overlap = Overlap(topic, personas.project)
     overlap.start()
     try:
-        sent, cursor, held_back = events.read_after(topic, cursor)
-        # Sending "fast" now and moving the cursor past it would lose "slow" for good.
-        assert sent == [] and held_back
+        sent, position = events.read_after(topic, position)
+        assert [e["verb"] for e in sent] == ["fast"]
     finally:
         overlap.finish()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not sent:
-        # Other transactions on this database server may still be open; wait them out.
-        sent, cursor, held_back = events.read_after(topic, cursor)
-        time.sleep(0.05)
-    assert [e["verb"] for e in sent] == ["slow", "fast"]
-    assert events.read_after(topic, cursor)[0] == []
+    # With positions taken from ids, "slow" (the lower id) would now lie behind the reader.
+    sent, position = events.read_after(topic, position)
+    assert [e["verb"] for e in sent] == ["slow"]
+    assert sent[0]["id"] == overlap.ids["slow"] < overlap.ids["fast"]
+    assert events.read_after(topic, position)[0] == []
 
 
 def test_stream_and_reconnect_deliver_crossed_commits_once(start_web, personas):
     server = start_web()
     topic = personas.project.topic
-    marker = events.publish(topic, "marker", project=personas.project).pk
+    events.publish(topic, "marker", project=personas.project)
+    marker = events.stream_cursor(topic)
     overlap = Overlap(topic, personas.project)
     overlap.start()
-    threading.Timer(0.5, overlap.finish).start()
+    # The reader disconnects after "fast", while "slow" is still uncommitted.
     first = read_events(server, personas.member, topic, 1, last_id=marker)
+    overlap.finish()
     events.publish(topic, "after", project=personas.project)
     second = read_events(server, personas.member, topic, 2, last_id=first[-1]["id"])
-    assert [e["data"]["verb"] for e in first + second] == ["slow", "fast", "after"]
+    assert [e["data"]["verb"] for e in first + second] == ["fast", "slow", "after"]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_pages_hand_their_stream_only_settled_events(personas):
+def test_a_page_cursor_is_never_ahead_of_an_uncommitted_event(personas):
     topic = personas.project.topic
-    settled = events.publish(topic, "settled", project=personas.project).pk
-    deadline = time.monotonic() + 10
-    # Transactions elsewhere on the database server that began before it hold it back a while.
-    while events.stream_cursor(topic) != settled and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert events.stream_cursor(topic) == settled
     overlap = Overlap(topic, personas.project)
     overlap.start()
     try:
-        # "fast" has committed but "slow" has not: a page cursor at "fast" would skip "slow".
-        assert events.stream_cursor(topic) == settled
+        page = events.stream_cursor(topic)
     finally:
         overlap.finish()
+    # Whatever committed after the page was read comes after its cursor.
+    assert [e["verb"] for e in events.read_after(topic, page)[0]] == ["slow"]
 
 
 def test_a_member_removed_mid_stream_stops_receiving(start_web, personas):
     server = start_web(EVENTS_ACCESS_RECHECK_SECONDS="0")
     topic = personas.project.topic
-    last = events.publish(topic, "before", project=personas.project).pk
+    events.publish(topic, "before", project=personas.project)
+    last = events.stream_cursor(topic)
     admin_m = Membership.objects.get(user=personas.admin, project=personas.project)
 
     def remove_then_publish() -> None:
