@@ -141,7 +141,9 @@ def _item_from_parsed(item: ParsedItem) -> ItemNode:
         details=item.details,
         commands=_commands(item.commands),
         severity=item.severity,
+        owner_role=item.owner_role,
         due_offset_minutes=item.due_offset_minutes,
+        evidence_required=item.evidence_required,
         pre_checked=item.pre_checked,
         children=[_item_from_parsed(c) for c in item.children],
     )
@@ -184,6 +186,8 @@ def _item_to_parsed(node: ItemNode) -> ParsedItem:
         pre_checked=node.pre_checked,
         commands=_parsed_commands(node.commands),
         children=[_item_to_parsed(c) for c in node.children],
+        owner_role=node.owner_role,
+        evidence_required=node.evidence_required,
     )
 
 

@@ -109,8 +109,15 @@ class ItemForm(forms.Form):
         label="Due",
         help_text="Relative to the planned start: -2h, +15m, 0, T-30 minutes. Empty: no due time.",
     )
-    evidence_required = forms.BooleanField(required=False)
-    pre_checked = forms.BooleanField(required=False, label="Pre-checked")
+    evidence_required = forms.BooleanField(
+        required=False, help_text="The item cannot be ticked until a file or link is attached."
+    )
+    pre_checked = forms.BooleanField(
+        required=False,
+        label="Pre-checked",
+        help_text="Starts done in a new run; an item that also requires evidence starts open, "
+        "since a new run has no evidence yet.",
+    )
     commands = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 4}),

@@ -464,7 +464,11 @@ def _clean_item_fields(fields: dict[str, Any], *, partial: bool) -> dict[str, An
             raise ValidationError({"severity": f"Choose one of: {', '.join(Severity.values)}."})
         cleaned["severity"] = fields["severity"]
     if "owner_role" in fields:
-        cleaned["owner_role"] = _one_line(fields["owner_role"], 80, "owner_role", required=False)
+        role = _one_line(fields["owner_role"], 80, "owner_role", required=False)
+        if "[" in role or "]" in role:
+            # The export writes the role as "[owner: …]", which cannot hold brackets.
+            raise ValidationError({"owner_role": "An owner role cannot contain [ or ]."})
+        cleaned["owner_role"] = role
     if "due_offset_minutes" in fields:
         cleaned["due_offset_minutes"] = parse_due_offset(fields["due_offset_minutes"])
     for flag in ("evidence_required", "pre_checked"):
@@ -694,8 +698,10 @@ def create_run(
     title: str | None = None,
 ) -> Run:
     """Open a run of the template's current version: one RunItem per item, sub-items included,
-    items marked pre-checked in the template starting as done. Audited, and published on
-    ``f"run:{run.pk}"``. Safe inside the caller's transaction (a release opening its runs)."""
+    items marked pre-checked in the template starting as done, except those that also require
+    evidence: a new run has no evidence yet, so they start open like any step that needs proof.
+    Audited, and published on ``f"run:{run.pk}"``. Safe inside the caller's transaction (a
+    release opening its runs)."""
     return _open_run(
         actor, template, environment=environment, planned_start=planned_start, title=title
     )
@@ -733,17 +739,19 @@ def _open_run(
             schedule=schedule,
             deadline=deadline,
         )
-        rows = [
-            RunItem(
-                run=run,
-                item_id=item_id,
-                state=RunItem.State.DONE if pre_checked else RunItem.State.OPEN,
-                done_at=now if pre_checked else None,
+        rows = []
+        for item_id, pre_checked, evidence_required in Item.objects.filter(
+            version_id=template.current_version_id
+        ).values_list("pk", "pre_checked", "evidence_required"):
+            starts_done = pre_checked and not evidence_required
+            rows.append(
+                RunItem(
+                    run=run,
+                    item_id=item_id,
+                    state=RunItem.State.DONE if starts_done else RunItem.State.OPEN,
+                    done_at=now if starts_done else None,
+                )
             )
-            for item_id, pre_checked in Item.objects.filter(
-                version_id=template.current_version_id
-            ).values_list("pk", "pre_checked")
-        ]
         RunItem.objects.bulk_create(rows, batch_size=drafts.BATCH)
         if rows and all(r.state == RunItem.State.DONE for r in rows):
             run.status, run.completed_at = Run.Status.COMPLETED, now

@@ -7,14 +7,16 @@ state fragment alone, which the page swaps in place (static/js/checklists.js).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, Max
+from django.db.models import Count
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
@@ -23,8 +25,9 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from releasecenter import events
 from releasecenter.access import project_for
-from releasecenter.models import AuditEvent, Membership, Project
+from releasecenter.models import Membership, Project
 
 from . import drafts, forms, selectors, services
 from . import render as render_items
@@ -42,6 +45,11 @@ from .models import (
 
 ENGINEER = Membership.Role.ENGINEER
 LEAD = Membership.Role.LEAD
+
+logger = logging.getLogger(__name__)
+
+# What the storages raise for a name they do not hold: the local folder, and Azure Blob.
+MISSING_FILE_ERRORS = (FileNotFoundError, ResourceNotFoundError)
 
 
 def _project(request, slug: str, minimum: str = Membership.Role.VIEWER):  # noqa: ANN001, ANN202
@@ -636,7 +644,7 @@ def run_detail(request, slug: str, run_id: int):  # noqa: ANN001, ANN201
             {"section": section, "items": items, "progress": (finished, len(items))}
         )
     finished = sum(1 for r in rows if r.state != RunItem.State.OPEN)
-    last_event_id = AuditEvent.objects.filter(topic=run.topic).aggregate(m=Max("id"))["m"] or 0
+    last_event_id = events.stream_cursor(run.topic)
     return render(
         request,
         "checklists/run_detail.html",
@@ -696,7 +704,16 @@ def _item_action(request, run_item: RunItem, action: str) -> tuple[str, RunItem 
     """Call the service for the action: a message for people without JavaScript, and the
     changed row when the service returns it (saves reading it again for the answer)."""
     user, post = request.user, request.POST
-    version = _int(post.get("version"))
+    version = None
+    if action in VERSIONED_ACTIONS:
+        version = _int(post.get("version"))
+        if version is None:
+            # Without the version the person saw, a stale page would overwrite someone else's
+            # change without being told; the services only skip the check for the system.
+            raise ValidationError(
+                "This change did not say which version of the item it was made on; "
+                "reload the page and make it again."
+            )
     if action == "tick":
         return "Ticked.", services.tick(user, run_item, expected_version=version)
     if action == "untick":
@@ -733,6 +750,8 @@ def _item_action(request, run_item: RunItem, action: str) -> tuple[str, RunItem 
 
 
 ITEM_ACTIONS = {"tick", "untick", "na", "note", "evidence", "link", "automation"}
+# Changes of the item's state or note: the request must carry the version it was made on.
+VERSIONED_ACTIONS = {"tick", "untick", "na", "note"}
 
 
 @login_required
@@ -780,13 +799,29 @@ def evidence_download(request, slug: str, run_id: int, evidence_id: int):  # noq
         response = HttpResponse(evidence.text, content_type="text/plain; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="evidence-{evidence.pk}.txt"'
         return response
-    handle = evidence.file.storage.open(evidence.file.name, "rb")
-    return FileResponse(
-        handle,
-        as_attachment=True,
-        filename=evidence.name,
-        content_type=evidence.content_type or "application/octet-stream",
-    )
+    try:
+        # FileResponse reads the file's size on construction, so a blob that has gone missing
+        # fails here (the Azure backend opens lazily) rather than halfway through the body.
+        return FileResponse(
+            evidence.file.storage.open(evidence.file.name, "rb"),
+            as_attachment=True,
+            filename=evidence.name,
+            content_type=evidence.content_type or "application/octet-stream",
+        )
+    except MISSING_FILE_ERRORS:
+        logger.warning(
+            "evidence %s of run %s: stored file %s is missing", evidence.pk, run_id, evidence.file
+        )
+        return render(
+            request,
+            "checklists/evidence_missing.html",
+            {
+                "project": project,
+                "evidence": evidence,
+                "run_url": reverse("checklist-run", args=[project.slug, run_id]),
+            },
+            status=404,
+        )
 
 
 @login_required

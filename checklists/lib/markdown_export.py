@@ -1,15 +1,17 @@
 """Write a runbook tree back to Markdown that ``parse_runbook`` reads into the same tree.
 
 The contract is a round trip: sections (titles, hierarchy), items (text, severity, pre-checked,
-sub-items, due offsets), commands (language, code) and sign-off roles survive
-``parse_runbook(export_runbook(tree))``. Notes and details are written back as the Markdown they
-are; their exact whitespace may change.
+sub-items, due offsets, owner role, evidence required), commands (language, code) and sign-off
+roles survive ``parse_runbook(export_runbook(tree))``. Notes and details are written back as the
+Markdown they are; their exact whitespace may change.
 
 Values the text cannot carry on its own get an explicit marker that the importer strips again:
 
 * severity: an item or heading whose words (or inheritance) would give another severity ends
   with ``[severity: warning]``; texts that already say NO-GO stay untouched;
 * due offset: likewise ``[due: T-30 minutes]`` (``[due: none]`` to stop inheritance);
+* an item's owner role and "evidence required", which Markdown has no words for:
+  ``[owner: DevOps Engineer]`` and ``[evidence: required]``;
 * title: written as front matter when it is not the first ``#`` heading;
 * sign-off roles not found in the exported sections: a trailing ``## Sign-off`` section with
   ``- Role: ____ Date: ____`` lines.
@@ -175,6 +177,11 @@ class _Writer:
     ) -> None:
         text = _one_line(item.text) or _EMPTY_ITEM_TEXT
         marks = _markers(text, item.severity, item.due_offset_minutes, severity, due)
+        owner = _one_line(item.owner_role)
+        if owner:
+            marks += f" [owner: {owner}]"
+        if item.evidence_required:
+            marks += " [evidence: required]"
         lines.append(f"{indent}- [{'x' if item.pre_checked else ' '}] {text}{marks}")
         body_indent = indent + _INDENT
         if item.details.strip():

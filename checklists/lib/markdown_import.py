@@ -13,7 +13,8 @@ Conventions recognised on top of plain Markdown:
   an item set the due offset in minutes relative to the planned start;
 * a trailing ``[severity: warning]`` / ``[due: T-30 minutes]`` on an item or heading states the
   value explicitly (the exporter writes these when the text alone would say something else) and
-  is removed from the text;
+  is removed from the text; on an item, ``[owner: DevOps Engineer]`` and ``[evidence: required]``
+  carry the fields that plain Markdown has no words for, so an export imports back whole;
 * a sign-off / approval section lists roles as ``Role: ____ Date: ____`` lines.
 """
 
@@ -81,6 +82,8 @@ class ParsedItem:
     pre_checked: bool = False
     commands: list[Command] = field(default_factory=list)
     children: list[ParsedItem] = field(default_factory=list)
+    owner_role: str = ""
+    evidence_required: bool = False
 
     def iter_items(self) -> Iterator[ParsedItem]:
         """This item and all its sub-items, depth first in document order."""
@@ -182,6 +185,8 @@ def _item_from_dict(data: Mapping[str, Any]) -> ParsedItem:
         pre_checked=bool(data.get("pre_checked")),
         commands=_commands_from_dicts(data.get("commands")),
         children=[_item_from_dict(c) for c in data.get("children") or ()],
+        owner_role=str(data.get("owner_role") or ""),
+        evidence_required=bool(data.get("evidence_required")),
     )
 
 
@@ -247,8 +252,11 @@ def format_due_offset(minutes: int) -> str:
     return f"T{sign}{amount} minute{'' if amount == 1 else 's'}"
 
 
-_MARKER = re.compile(r"\s*\[(severity|due):\s*([^\[\]]*?)\s*\]\s*$", re.I)
+_MARKER = re.compile(r"\s*\[(severity|due|owner|evidence):\s*([^\[\]]*?)\s*\]\s*$", re.I)
 _NO_DUE = "none"
+_EVIDENCE_REQUIRED = "required"
+HEADING_MARKERS = frozenset({"severity", "due"})
+ITEM_MARKERS = frozenset({"severity", "due", "owner", "evidence"})
 
 
 @dataclass
@@ -256,17 +264,26 @@ class _Markers:
     severity: str | None = None
     has_due: bool = False
     due: int | None = None
+    owner: str | None = None
+    evidence_required: bool = False
 
 
-def strip_markers(text: str) -> tuple[str, _Markers]:
-    """Remove trailing ``[severity: …]`` / ``[due: …]`` markers and return what they said."""
+def strip_markers(text: str, kinds: frozenset[str] = HEADING_MARKERS) -> tuple[str, _Markers]:
+    """Remove trailing markers of the given ``kinds`` (``[severity: …]``, ``[due: …]``, and for
+    items ``[owner: …]``, ``[evidence: required]``) and return what they said."""
     markers = _Markers()
     while True:
         match = _MARKER.search(text)
         if match is None:
             return text, markers
         kind, value = match.group(1).lower(), match.group(2).strip().lower()
-        if kind == "severity" and value in SEVERITIES and markers.severity is None:
+        if kind not in kinds:
+            return text, markers
+        if kind == "owner" and markers.owner is None and value:
+            markers.owner = match.group(2).strip()
+        elif kind == "evidence" and value == _EVIDENCE_REQUIRED and not markers.evidence_required:
+            markers.evidence_required = True
+        elif kind == "severity" and value in SEVERITIES and markers.severity is None:
             markers.severity = value
         elif kind == "due" and not markers.has_due:
             if value == _NO_DUE:
@@ -480,8 +497,13 @@ class _TreeBuilder:
         if match is None:
             return None
         body = " ".join(line.strip() for line in paragraph[match.end() :].split("\n"))
-        text, markers = strip_markers(body.strip())
-        item = ParsedItem(text=text, pre_checked=match.group(1) in "xX")
+        text, markers = strip_markers(body.strip(), ITEM_MARKERS)
+        item = ParsedItem(
+            text=text,
+            pre_checked=match.group(1) in "xX",
+            owner_role=markers.owner or "",
+            evidence_required=markers.evidence_required,
+        )
         self.raw_items[id(item)] = _RawItem(item, markers)
         parent = next((i for i in reversed(list_items) if i is not None), None)
         if parent is not None:

@@ -236,3 +236,77 @@ def test_local_folder_storage_by_default(client, personas, run, settings, tmp_pa
     assert (tmp_path / evidence.file.name).read_bytes() == b"all good\n"
     download = client.get(f"/p/shop/checklists/runs/{run.pk}/evidence/{evidence.pk}/")
     assert b"".join(download.streaming_content) == b"all good\n"
+
+
+LIMIT = 25 * 1024 * 1024
+
+
+def test_upload_view_refuses_a_file_over_25_mib_and_takes_one_of_exactly_25(
+    client, personas, run, blob
+):
+    client.force_login(personas.member)
+    pen = row(run, "Pen test signed off")
+    refused = upload(client, run, pen, "huge.log", b"x" * (LIMIT + 1))
+    assert refused.status_code == 400
+    assert "Evidence files are at most 25 MiB." in refused.content.decode()
+    assert not Evidence.objects.exists()
+    assert [b.name for b in blob.list_blobs() if b.name.endswith("huge.log")] == []
+    pen.refresh_from_db()
+    assert pen.version == 1
+    accepted = upload(client, run, pen, "max.log", b"y" * LIMIT)
+    assert accepted.status_code == 200, accepted.content.decode()[:300]
+    evidence = Evidence.objects.get(run_item=pen)
+    assert evidence.size == LIMIT
+    assert blob.get_blob_client(evidence.file.name).get_blob_properties().size == LIMIT
+
+
+def test_api_refuses_a_file_over_25_mib(api_client_for, personas, run, blob):
+    api = api_client_for(personas.member)
+    pen = row(run, "Pen test signed off")
+    url = f"/api/v1/projects/shop/checklist-runs/{run.pk}/items/{pen.pk}/evidence"
+    refused = api.post(url, {"file": SimpleUploadedFile("huge.log", b"x" * (LIMIT + 1))})
+    assert refused.status_code == 400
+    assert "25 MiB" in refused.content.decode()
+    assert not Evidence.objects.exists()
+    assert [b.name for b in blob.list_blobs() if b.name.endswith("huge.log")] == []
+    accepted = api.post(url, {"file": SimpleUploadedFile("max.log", b"y" * LIMIT)})
+    assert accepted.status_code == 201, accepted.content
+    assert accepted.json()["size"] == LIMIT
+
+
+def test_download_of_a_blob_that_has_gone_missing_is_a_clear_404(client, personas, run, blob):
+    pen = row(run, "Pen test signed off")
+    evidence = services.add_evidence_file(
+        personas.member, pen, SimpleUploadedFile("pentest.pdf", PDF)
+    )
+    # Lost outside the application (a retention rule, a restore from an older backup).
+    blob.get_blob_client(evidence.file.name).delete_blob()
+    client.force_login(personas.viewer)
+    response = client.get(f"/p/shop/checklists/runs/{run.pk}/evidence/{evidence.pk}/")
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert "pentest.pdf" in page and "no longer in storage" in page
+    assert f"/p/shop/checklists/runs/{run.pk}/#item-{pen.pk}" in page
+
+
+def test_download_of_a_local_file_that_has_gone_missing_is_a_clear_404(
+    client, personas, run, settings, tmp_path
+):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+    pen = row(run, "Pen test signed off")
+    evidence = services.add_evidence_file(
+        personas.member, pen, SimpleUploadedFile("out.log", b"all good\n")
+    )
+    (tmp_path / evidence.file.name).unlink()
+    client.force_login(personas.member)
+    response = client.get(f"/p/shop/checklists/runs/{run.pk}/evidence/{evidence.pk}/")
+    assert response.status_code == 404
+    assert "no longer in storage" in response.content.decode()
+    # The record stays: the run still shows what was attached, and by whom.
+    assert Evidence.objects.filter(pk=evidence.pk).exists()

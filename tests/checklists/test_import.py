@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from django.core.management import call_command
@@ -139,44 +142,97 @@ def test_command_refuses_bad_input_with_exit_1(personas, tmp_path, content, mess
     assert ChecklistTemplate.objects.count() == before
 
 
-def test_command_exit_code_is_1(personas, tmp_path):
-    import subprocess
-    import sys
-
+def run_manage(*args: str) -> subprocess.CompletedProcess:
+    """``manage.py`` in a process of its own, on the test database, as a shell would run it."""
     from django.conf import settings
 
     from tests.conftest import ROOT
 
-    path = tmp_path / "nothing.md"
-    path.write_text("no structure at all\n")
     db = settings.DATABASES["default"]
     env = {
-        **__import__("os").environ,
+        **os.environ,
         "DJANGO_SETTINGS_MODULE": "releasecenter.settings_test",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
     }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "import_runbook", str(path), "--project", "nope", "--json"],
+    return subprocess.run(  # noqa: S603 - our own interpreter and manage.py
+        [sys.executable, "manage.py", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
     )
+
+
+# The command runs in another process, which sees only committed rows: the project must exist
+# there for the exit code to come from the file rather than from an unknown project.
+@pytest.mark.django_db(transaction=True)
+def test_command_exit_code_is_1_for_a_file_with_nothing_to_import(personas, tmp_path):
+    path = tmp_path / "nothing.md"
+    path.write_text("no structure at all\n")
+    result = run_manage("import_runbook", str(path), "--project", "shop", "--json")
+    assert result.returncode == 1, result.stderr
+    assert "Nothing to import" in result.stderr
+    assert "No project" not in result.stderr
+    assert result.stdout == ""
+    assert not ChecklistTemplate.objects.exists()
+    # The same process imports a real runbook into that project: the project was found.
+    good = tmp_path / "good.md"
+    good.write_text("# Tiny\n\n- [ ] One step\n")
+    ok = run_manage("import_runbook", str(good), "--project", "shop", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["items"] == 1
+
+
+def test_command_exit_code_is_1_for_an_unknown_project(db, tmp_path):
+    path = tmp_path / "fine.md"
+    path.write_text("# Fine\n\n- [ ] One step\n")
+    result = run_manage("import_runbook", str(path), "--project", "nope", "--json")
     assert result.returncode == 1
     assert "No project with the slug 'nope'" in result.stderr
 
 
 def test_export_command_round_trips(personas):
+    from checklists import services
+
     body = run_import_command(COMMERCE)
+    first = ChecklistTemplate.objects.get(pk=body["template_id"])
+    # Fields only the editor sets: an owner role, evidence required (also on a pre-checked and
+    # on a sub-item), so the export has to carry them for the round trip to keep them.
+    version = first.current_version
+    top = Item.objects.filter(version=version, parent__isnull=True).order_by("position")
+    sub = Item.objects.filter(version=version, parent__isnull=False).order_by("position").first()
+    edits = [
+        (top[0].text, {"owner_role": "Backend Engineer", "evidence_required": True}),
+        (top[1].text, {"owner_role": "Security Review"}),
+        (top[2].text, {"evidence_required": True, "pre_checked": True}),
+    ]
+    if sub is not None:
+        edits.append((sub.text, {"owner_role": "DevOps Engineer", "evidence_required": True}))
+    for text, fields in edits:
+        first.refresh_from_db()
+        target = Item.objects.filter(version=first.current_version, text=text).first()
+        services.update_item(personas.member, first, target.pk, **fields)
+    first.refresh_from_db()
     out = io.StringIO()
     call_command("export_runbook", str(body["template_id"]), stdout=out)
     exported = out.getvalue()
     assert exported.startswith("# Production Deployment Checklist")
+    assert "[owner: Backend Engineer] [evidence: required]" in exported
     again = run_import_command_text(personas, exported, "Round trip")
-    first = ChecklistTemplate.objects.get(pk=body["template_id"])
     assert shape(first) == shape(again)
     assert again.current_version.signoff_roles == first.current_version.signoff_roles
+    kept = Item.objects.filter(version=again.current_version)
+    assert kept.filter(evidence_required=True).count() == len(
+        [e for e in edits if e[1].get("evidence_required")]
+    )
+    assert set(kept.exclude(owner_role="").values_list("owner_role", flat=True)) >= {
+        "Backend Engineer",
+        "Security Review",
+    }
+    # The markers are taken off again: no item text ends with one.
+    assert not kept.filter(text__contains="[owner:").exists()
+    assert not kept.filter(text__contains="[evidence:").exists()
 
 
 def run_import_command_text(personas, text: str, name: str):  # noqa: ANN001, ANN201
@@ -194,6 +250,8 @@ def shape(template: ChecklistTemplate) -> list:
             node.text,
             node.severity,
             node.pre_checked,
+            node.owner_role,
+            node.evidence_required,
             [(c["language"], c["code"]) for c in node.commands],
             [item(c) for c in node.children],
         )
@@ -221,6 +279,86 @@ def test_mojibake_is_repaired_on_import(personas):
     second = ChecklistTemplate.objects.get(pk=expected["template_id"])
     assert shape(first) == shape(second)
     assert "✅" in json.dumps(shape(first), ensure_ascii=False)
+
+
+CLEAN = """# Go-live ✅
+
+## Checks 🚀 (T-30 minutes)
+
+- [ ] Smoke tests pass ✅
+- [ ] Café menu ok — naïve
+"""
+
+
+def texts_of(template_id: int) -> list[str]:
+    version = ChecklistTemplate.objects.get(pk=template_id).current_version
+    sections = Section.objects.filter(version=version).order_by("position")
+    items = Item.objects.filter(version=version).order_by("position")
+    return [s.title for s in sections] + [i.text for i in items]
+
+
+def test_windows_1252_mojibake_is_repaired_through_the_command(personas, tmp_path):
+    broken = CLEAN.encode("utf-8").decode("cp1252")
+    assert "âœ…" in broken and "ðŸš€" in broken  # the file as a wrong decode left it
+    path = tmp_path / "broken.md"
+    path.write_text(broken, encoding="utf-8")
+    err = io.StringIO()
+    out = io.StringIO()
+    call_command("import_runbook", str(path), "--project", "shop", "--json", stdout=out, stderr=err)
+    body = json.loads(out.getvalue())
+    assert texts_of(body["template_id"]) == [
+        "Go-live ✅",
+        "Checks 🚀 (T-30 minutes)",
+        "Smoke tests pass ✅",
+        "Café menu ok — naïve",
+    ]
+    assert "Repaired characters" in err.getvalue()
+    assert Item.objects.get(text="Smoke tests pass ✅").due_offset_minutes == -30
+
+
+def test_windows_1252_mojibake_is_repaired_through_the_api(api_client_for, personas):
+    broken = CLEAN.encode("utf-8").decode("cp1252")
+    response = api_client_for(personas.member).post(
+        IMPORT_URL, {"markdown": broken, "name": "Broken"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert texts_of(response.json()["template_id"])[2:] == [
+        "Smoke tests pass ✅",
+        "Café menu ok — naïve",
+    ]
+
+
+# Characters a repair could mistake for mojibake: accents, curly and low quotes, symbols.
+CLEAN_UNUSUAL = """# Läufe — “Prüfung” ✅
+
+## Étape 2 (±5 %, 10 °C)
+
+- [ ] Ångström naïve café, ½ cup, © 2024, Œuvre
+- [ ] 日本語 🚀 ‚quoted‘ • bullet … ellipsis ™
+- [ ] Preis: 5 € — “fertig”
+"""
+
+
+def test_clean_text_is_imported_unchanged(personas, tmp_path, api_client_for):
+    path = tmp_path / "clean.md"
+    path.write_text(CLEAN_UNUSUAL, encoding="utf-8")
+    err = io.StringIO()
+    out = io.StringIO()
+    call_command("import_runbook", str(path), "--project", "shop", "--json", stdout=out, stderr=err)
+    expected = [
+        "Läufe — “Prüfung” ✅",
+        "Étape 2 (±5 %, 10 °C)",
+        "Ångström naïve café, ½ cup, © 2024, Œuvre",
+        "日本語 🚀 ‚quoted‘ • bullet … ellipsis ™",
+        "Preis: 5 € — “fertig”",
+    ]
+    assert texts_of(json.loads(out.getvalue())["template_id"]) == expected
+    assert "Repaired" not in err.getvalue()
+    response = api_client_for(personas.member).post(
+        IMPORT_URL, {"markdown": CLEAN_UNUSUAL, "name": "Clean via API"}, format="json"
+    )
+    assert response.status_code == 201
+    assert texts_of(response.json()["template_id"]) == expected
 
 
 def test_import_is_audited(personas):
@@ -367,6 +505,42 @@ def test_upload_preview_then_save(client, personas):
     template = ChecklistTemplate.objects.get(name="Commerce gates")
     assert template.kind == "deployment-day"
     assert Item.objects.filter(version=template.current_version).count() == tasks
+
+
+@pytest.mark.parametrize("step", ["preview", "save"])
+def test_upload_page_refuses_a_file_over_1_mib(client, personas, step):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(personas.member)
+    big = b"# Big\n\n" + b"- [ ] step\n" * 100_000
+    assert len(big) > 1_048_576
+    response = client.post(
+        "/p/shop/checklists/import/",
+        {"step": step, "file": SimpleUploadedFile("big.md", big), "name": "Big"},
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "the limit is 1,048,576 bytes (1 MiB)" in page
+    assert response.context["preview"] is None
+    assert not ChecklistTemplate.objects.exists()
+    assert not AuditEvent.objects.filter(verb="checklist_template.imported").exists()
+
+
+@pytest.mark.parametrize("step", ["preview", "save"])
+def test_upload_page_refuses_a_binary_file(client, personas, step):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(personas.member)
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
+    response = client.post(
+        "/p/shop/checklists/import/",
+        {"step": step, "file": SimpleUploadedFile("diagram.md", png), "name": "Diagram"},
+    )
+    assert response.status_code == 200
+    assert "looks like a binary file" in response.content.decode()
+    assert response.context["preview"] is None
+    assert not ChecklistTemplate.objects.exists()
+    assert not AuditEvent.objects.filter(verb="checklist_template.imported").exists()
 
 
 def test_paste_with_nothing_importable_shows_the_reason(client, personas):

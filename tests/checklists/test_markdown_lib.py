@@ -72,6 +72,8 @@ def _shape_item(item: ParsedItem) -> tuple:
         item.severity,
         item.pre_checked,
         item.due_offset_minutes,
+        item.owner_role,
+        item.evidence_required,
         [(c.language, c.code) for c in item.commands],
         [_shape_item(child) for child in item.children],
     )
@@ -507,7 +509,13 @@ def test_export_of_an_edited_tree_keeps_severity_due_and_roles() -> None:
                 due_offset_minutes=0,
                 commands=[Command("bash", "echo ```inline``` fences\n\tindented with a tab\n")],
                 items=[
-                    ParsedItem(text="plain step", severity="no-go", due_offset_minutes=-30),
+                    ParsedItem(
+                        text="plain step",
+                        severity="no-go",
+                        due_offset_minutes=-30,
+                        owner_role="DevOps Engineer",
+                        evidence_required=True,
+                    ),
                     ParsedItem(text="CRITICAL but downgraded", severity="none"),
                     ParsedItem(
                         text="Ticket #",
@@ -516,7 +524,11 @@ def test_export_of_an_edited_tree_keeps_severity_due_and_roles() -> None:
                         severity="warning",
                         due_offset_minutes=None,
                         commands=[Command("", "")],
-                        children=[ParsedItem(text="child", severity="conditional")],
+                        children=[
+                            ParsedItem(
+                                text="child", severity="conditional", owner_role="QA (mobile)"
+                            )
+                        ],
                     ),
                     ParsedItem(text="", severity="warning", due_offset_minutes=0),
                 ],
@@ -542,8 +554,31 @@ def test_export_of_an_edited_tree_keeps_severity_due_and_roles() -> None:
     assert _shape(again) == _shape(expected)
     assert "[severity: no-go]" in exported
     assert "[due: none]" in exported
+    assert (
+        "- [ ] plain step [severity: no-go] [due: T-30 minutes] [owner: DevOps Engineer] "
+        "[evidence: required]"
+    ) in exported
     assert exported.startswith('---\ntitle: "Quarterly release"\n---\n')
     assert export_runbook(runbook.to_dict()) == exported
+
+
+def test_owner_and_evidence_markers_belong_to_items_only() -> None:
+    runbook = parse_runbook(
+        "# R\n\n## Deploy [owner: Ops]\n\n"
+        "- [ ] Roll out [evidence: required] [owner: Release Captain]\n"
+        "- [ ] Check [evidence: maybe]\n"
+        "- [x] Ask [owner: ]\n"
+    )
+    deploy = _section(runbook, "Deploy [owner: Ops]")
+    roll, check, ask = deploy.items
+    assert (roll.text, roll.owner_role, roll.evidence_required) == (
+        "Roll out",
+        "Release Captain",
+        True,
+    )
+    # Values the importer does not know stay part of the text, as the author wrote them.
+    assert (check.text, check.evidence_required) == ("Check [evidence: maybe]", False)
+    assert (ask.text, ask.owner_role) == ("Ask [owner: ]", "")
 
 
 def test_export_writes_sign_off_section_only_when_needed() -> None:

@@ -423,3 +423,112 @@ def test_api_schema_describes_the_checklist_endpoints(client, personas):
     text = schema.content.decode()
     assert "/api/v1/projects/{slug}/checklist-templates/import" in text
     assert "/api/v1/projects/{slug}/checklist-runs/{id}/items/{item_id}/" in text
+
+
+# --- Pre-checked items that require evidence --------------------------------------------------
+
+
+def test_a_pre_checked_item_that_requires_evidence_starts_open(client, personas, api_client_for):
+    template = services.import_runbook(personas.member, personas.project, GATED, name="P").template
+    approved = template.current_version.items.get(text="Ticket approved")
+    client.force_login(personas.member)
+    # The editor allows both flags; its help text says what a run does with them.
+    form = client.get(
+        f"/p/shop/checklists/templates/{template.pk}/edit/item-edit/?id={approved.pk}"
+    ).content.decode()
+    assert "an item that also requires evidence starts open" in form
+    saved = client.post(
+        f"/p/shop/checklists/templates/{template.pk}/edit/item-edit/",
+        {
+            "id": approved.pk,
+            "version": 1,
+            "text": "Ticket approved",
+            "severity": "none",
+            "pre_checked": "on",
+            "evidence_required": "on",
+        },
+    )
+    assert saved.status_code == 302, saved.content.decode()
+    template.refresh_from_db()
+    edited = template.current_version.items.get(text="Ticket approved")
+    assert edited.pre_checked and edited.evidence_required
+    page = client.get(f"/p/shop/checklists/templates/{template.pk}/").content.decode()
+    assert "starts open in a run until evidence is attached" in page
+
+    started = client.post(f"/p/shop/checklists/templates/{template.pk}/runs/", {"title": ""})
+    assert started.status_code == 302
+    run = Run.objects.get(template=template)
+    row = item(run, "Ticket approved")
+    assert (row.state, row.done_at, row.done_by) == ("open", None, None)
+    # The evidence rule holds for it like for any other item.
+    refused = post(client, run, row, "tick")
+    assert refused.status_code == 400 and "needs evidence" in refused.content.decode()
+    services.add_evidence_link(personas.member, row, "https://tickets.example.com/CHG-7")
+    row.refresh_from_db()
+    assert post(client, run, row, "tick").status_code == 200
+    assert item(run, "Ticket approved").state == "done"
+
+    # The API opens runs through the same service: nothing starts done in this template now.
+    created = api_client_for(personas.member).post(
+        "/api/v1/projects/shop/checklist-runs/", {"template_id": template.pk}, format="json"
+    )
+    assert created.status_code == 201
+    assert created.json()["progress"] == {"finished": 0, "total": 8}
+
+
+def test_an_imported_pre_checked_item_that_requires_evidence_starts_open(personas):
+    # The import carries "evidence required" as the marker the export writes.
+    text = "# R\n\n## Proof\n\n- [x] Change approved [evidence: required]\n"
+    template = services.import_runbook(personas.member, personas.project, text).template
+    only = template.current_version.items.get()
+    assert (only.text, only.pre_checked, only.evidence_required) == ("Change approved", True, True)
+    run = services.create_run(personas.member, template)
+    # Its only item is open, so the run does not start completed either.
+    assert run.status == "open" and run.completed_at is None
+    assert run.items.get().state == "open"
+    plain = services.import_runbook(
+        personas.member, personas.project, "# R\n\n- [x] Change approved\n", name="Plain"
+    ).template
+    assert services.create_run(personas.member, plain).status == "completed"
+
+
+# --- A change must say which version it was made on -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "data"),
+    [
+        ("tick", {}),
+        ("untick", {}),
+        ("na", {"reason": "Not needed"}),
+        ("note", {"note": "Overwrites?"}),
+    ],
+)
+@pytest.mark.parametrize(
+    "version", [None, "", "abc", "1.5"], ids=["absent", "empty", "word", "decimal"]
+)
+def test_a_change_without_a_version_is_refused(client, personas, run, action, data, version):
+    row = item(run, "Ticket approved" if action == "untick" else "Backup taken")
+    before = (row.state, row.version, row.note, row.na_reason)
+    events_before = AuditEvent.objects.filter(topic=f"run:{run.pk}").count()
+    if version is not None:
+        data = {**data, "version": version}
+    client.force_login(personas.member)
+    response = client.post(
+        f"/p/shop/checklists/runs/{run.pk}/items/{row.pk}/{action}/", data, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 400
+    assert "did not say which version of the item" in response.content.decode()
+    row.refresh_from_db()
+    assert (row.state, row.version, row.note, row.na_reason) == before
+    assert AuditEvent.objects.filter(topic=f"run:{run.pk}").count() == events_before
+
+
+def test_a_change_without_a_version_and_without_javascript_shows_the_message(client, personas, run):
+    row = item(run, "Backup taken")
+    client.force_login(personas.member)
+    response = client.post(
+        f"/p/shop/checklists/runs/{run.pk}/items/{row.pk}/tick/", {}, follow=True
+    )
+    assert "did not say which version of the item" in response.content.decode()
+    assert item(run, "Backup taken").state == "open"

@@ -215,6 +215,25 @@ def test_bad_item_input_changes_nothing(client, personas, template):
         )
 
 
+def test_an_owner_role_with_brackets_is_refused(client, personas, template):
+    # The export writes the role as "[owner: …]"; a bracket inside would not import back.
+    client.force_login(personas.member)
+    response = client.post(
+        f"/p/shop/checklists/templates/{template.pk}/edit/item-edit/",
+        {
+            "id": item_id(template, "Roll out"),
+            "version": 1,
+            "text": "Roll out",
+            "severity": "no-go",
+            "owner_role": "Ops [EU]",
+        },
+    )
+    assert response.status_code == 200
+    assert "An owner role cannot contain [ or ]." in response.content.decode()
+    template.refresh_from_db()
+    assert template.current_version.number == 1
+
+
 def test_viewers_cannot_edit_and_outsiders_see_nothing(client, personas, template):
     client.force_login(personas.viewer)
     page = client.get(f"/p/shop/checklists/templates/{template.pk}/")

@@ -1,7 +1,8 @@
 """python manage.py export_runbook TEMPLATE_ID [--template-version N]
 
 Prints the template as Markdown; importing that Markdown gives the same sections, items (text,
-severity, pre-checked, sub-items, due offsets), commands and sign-off roles.
+severity, pre-checked, sub-items, due offsets, owner role, evidence required), commands and
+sign-off roles.
 """
 
 from __future__ import annotations
