@@ -33,6 +33,9 @@ def seed(project) -> None:  # noqa: ANN001
                 "health_url_template": SIM_URL + "/_services/{namespace}/{deployment}",
                 "verify_allow_list": host_port,
                 "verify_timeout_seconds": 30,
+                # Well above the cluster's progress deadline (20 s in the Procfile), so a "bad"
+                # tag fails as on a real cluster, with ProgressDeadlineExceeded, and not by
+                # running into Release Center's own timeout first.
                 "rollout_timeout_seconds": 120,
             },
         )

@@ -4,6 +4,7 @@ where, its lock and its deploy target), and the Deploy button's target. Thin: se
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 from django import forms
 from django.contrib import messages
@@ -18,8 +19,9 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from releasecenter import events
 from releasecenter.access import project_for
-from releasecenter.models import AuditEvent, Membership
+from releasecenter.models import Membership
 from releasecenter.services import Conflict
 
 from .decision import decide
@@ -183,7 +185,7 @@ def _environment_for(request, slug: str, name: str):  # noqa: ANN001, ANN202
 
 
 def _last_event_id(topic: str) -> int:
-    return AuditEvent.objects.filter(topic=topic).aggregate(m=Max("id"))["m"] or 0
+    return events.stream_cursor(topic)
 
 
 def _back(request, fallback: str):  # noqa: ANN001, ANN202
@@ -390,15 +392,57 @@ def deployment_start(request, slug: str, release_id: int, environment: str):  # 
 # --- An environment ------------------------------------------------------------------------------
 
 
+def _unverified(rows: Iterable[DeployedVersion]) -> dict[int, str]:
+    """{service id: why} for services running a version their deployment rolled out but did not
+    verify (cancelled or failed after the rollout, or still verifying). What runs where is
+    recorded once a rollout completes, so the page says what the cluster runs, and this says
+    how far it can be trusted."""
+    rows = list(rows)
+    pending = {
+        row.deployment_id: row.deployment
+        for row in rows
+        if row.deployment_id and row.deployment.status != Deployment.Status.SUCCEEDED
+    }
+    if not pending:
+        return {}
+    verify = {
+        (deployment_id, name): status
+        for deployment_id, name, status in DeploymentStep.objects.filter(
+            deployment_id__in=list(pending), kind=DeploymentStep.Kind.VERIFY
+        ).values_list("deployment_id", "service_name", "status")
+    }
+    why = {}
+    for row in rows:
+        deployment = pending.get(row.deployment_id)
+        if deployment is None:
+            continue
+        status = verify.get((deployment.pk, row.service.name))
+        if status == DeploymentStep.Status.SUCCEEDED:
+            continue
+        if deployment.active:
+            why[row.service_id] = "rolled out, verifying"
+        elif status == DeploymentStep.Status.FAILED:
+            why[row.service_id] = "rolled out, verification failed"
+        else:
+            why[row.service_id] = (
+                f"rolled out, not verified (deployment {deployment.get_status_display().lower()})"
+            )
+    return why
+
+
 def _environment_context(environment, membership: Membership) -> dict:  # noqa: ANN001
     project = environment.project
     running = {
         row.service_id: row
         for row in DeployedVersion.objects.filter(environment=environment).select_related(
-            "deployment"
+            "deployment", "service"
         )
     }
-    rows = [(service, running.get(service.pk)) for service in project.services.all()]
+    unverified = _unverified(running.values())
+    rows = [
+        (service, running.get(service.pk), unverified.get(service.pk))
+        for service in project.services.all()
+    ]
     lock = (
         EnvironmentLock.objects.filter(environment=environment, released_at__isnull=True)
         .select_related("locked_by")

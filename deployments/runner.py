@@ -14,6 +14,13 @@ the short interval is what keeps the page live. Each change carries the moment i
 
 Steps and idempotency. Applying sets a Deployment's image to the release's tag; applying it
 twice has one result. Cancelling is honoured between steps, so every step ends in a final state.
+
+Verification. Each tier's verify step asks every service's health endpoint for the new version,
+then runs the environment's smoke suites of those services (monitoring's suites; the ones of no
+service after the last tier); a failure of either fails the deployment, and auto-rollback
+applies. What runs where is recorded as soon as a rollout completes, before verification, so a
+deployment stopped later still says truthfully what the cluster runs; the environment page reads
+the verify steps to say whether that was verified.
 """
 
 from __future__ import annotations
@@ -29,15 +36,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from monitoring import services as monitoring
 from monitoring.lib.engine import CheckSpec, run_checks_sync
 from monitoring.lib.ssrf import AddressPolicy
+from monitoring.models import Check, CheckResult
 from releasecenter import events
 
 from .models import (
@@ -83,23 +92,19 @@ def heartbeat_interval() -> float:
     return max(0.2, min(10.0, job_services.heartbeat_ttl_seconds() / 4))
 
 
-def own_services() -> list[tuple[str, int | None]]:
-    """This application's own stores, which verification must never be pointed at."""
-    denied: list[tuple[str, int | None]] = []
-    db = settings.DATABASES["default"]
-    if db.get("HOST"):
-        denied.append((db["HOST"], int(db.get("PORT") or 5432)))
-    if settings.REDIS_URL:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(settings.REDIS_URL)
-        if parts.hostname:
-            denied.append((parts.hostname, parts.port or 6379))
-    return denied
-
-
 def verification_policy(target: DeployTarget) -> AddressPolicy:
-    return AddressPolicy(allow=target.allow_list(), extra_denied=own_services())
+    """What health verification and webhook calls may reach: public addresses and the target's
+    allow-list, never this application's own database or Redis.
+
+    Built by monitoring, which knows which of those stores are TCP endpoints at all: a database
+    reached through a unix socket has a path for a host, which is no address to refuse.
+    """
+    try:
+        return monitoring.make_policy(target.allow_list())
+    except ValueError:
+        # Saved allow-lists are validated; one that no longer parses opens nothing extra.
+        logger.warning("invalid verify allow-list of environment %s", target.environment_id)
+        return monitoring.make_policy(())
 
 
 # --- Writing ------------------------------------------------------------------------------------
@@ -618,6 +623,95 @@ class Job:
             )
         return outcomes
 
+    def smoke(self, plans: list[ServicePlan], outcomes: dict[str, Outcome], last: bool) -> None:
+        """Run the environment's smoke suites as the rest of this tier's verification.
+
+        A suite of a service runs once that service's tier is healthy; a suite of no service
+        (the environment as a whole) runs after the last tier, when the whole release is out.
+        Each result goes into the log of the verify step it belongs to (the deployment's own
+        log for environment-wide suites); a failed suite fails the verification of its
+        service, or of every service of the last tier, and so the deployment (and then
+        auto-rollback applies, as for a failed health check).
+
+        Only suites: an environment's scheduled checks watch it all the time and answer on the
+        Health page; one failing for its own reasons must not block every deployment. Not run for
+        a rollback, which restores what ran before whatever the suites, written for the new
+        release, expect.
+        """
+        if self.deployment.kind != Deployment.Kind.DEPLOY:
+            return
+        names = [plan.service_name for plan in plans]
+        scope = Q(service__name__in=names)
+        if last:
+            scope |= Q(service__isnull=True)
+        ids = list(
+            Check.objects.filter(
+                scope,
+                environment_id=self.deployment.environment_id,
+                parent__isnull=True,
+                enabled=True,
+                kind=Check.Kind.SUITE,
+            ).values_list("pk", flat=True)
+        )
+        if not ids:
+            return
+        if not all(outcomes[name].ok for name in names):
+            self.recorder.log(
+                None, f"smoke suites not run: tier {plans[0].tier} did not pass its health checks"
+            )
+            return
+        self.recorder.check()
+        self.recorder.log(None, f"running {len(ids)} smoke suite{'s' if len(ids) > 1 else ''}")
+        try:
+            results = monitoring.run_units(
+                monitoring.load_checks(ids), trigger=CheckResult.Trigger.DEPLOYMENT
+            )
+        except Exception as exc:
+            logger.exception("deployment %s: smoke suites could not run", self.deployment.pk)
+            for name in names:
+                outcomes[name] = Outcome(
+                    False, f"smoke suites could not run: {type(exc).__name__}: {exc}"
+                )
+            return
+        ran: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        failed: dict[str, list[str]] = defaultdict(list)
+        for result in results:
+            suite = result.check
+            owners = [suite.service.name] if suite.service_id else names
+            step = self.step(suite.service.name, KIND.VERIFY) if suite.service_id else None
+            verdict = "passed" if result.passed else "failed"
+            for detail in result.details:
+                said = "passed" if detail["passed"] else "failed"
+                failure = detail["failures"][0]["message"] if detail["failures"] else ""
+                self.recorder.log(
+                    step,
+                    f"smoke suite '{suite.name}': step '{detail['step']}' {said}"
+                    + (f" (HTTP {detail['status_code']})" if detail["status_code"] else "")
+                    + (f": {failure}" if failure else ""),
+                )
+            self.recorder.log(step, f"smoke suite '{suite.name}' {verdict}: {result.summary}")
+            for name in owners:
+                ran[name].append(
+                    {
+                        "id": suite.pk,
+                        "name": suite.name,
+                        "passed": result.passed,
+                        "result_id": result.result.pk if result.result is not None else None,
+                    }
+                )
+                if not result.passed:
+                    failed[name].append(f"smoke suite '{suite.name}' failed: {result.summary}")
+        for name, suites in ran.items():
+            before = outcomes[name]
+            facts = {k: v for k, v in before.facts.items() if k != "skipped"}
+            facts["suites"] = suites
+            if failed[name]:
+                outcomes[name] = Outcome(False, "; ".join(failed[name]), facts)
+                continue
+            count = f"{len(suites)} smoke suite{'s' if len(suites) > 1 else ''} passed"
+            message = count if before.facts.get("skipped") else f"{before.message}; {count}"
+            outcomes[name] = Outcome(True, message, facts)
+
     def execute(self) -> Result:
         deployment = self.deployment
         target = (
@@ -678,6 +772,18 @@ class Job:
                 tier_plans, reporter(KIND.WAIT), float(target.rollout_timeout_seconds)
             )
             failed = self.record(tier_plans, KIND.WAIT, waited)
+            # What runs where is what rolled out, verified or not: a deployment cancelled or
+            # failed after this point leaves these services on the new version, and the
+            # environment page must say so (it marks them unverified from the verify steps).
+            for plan in tier_plans:
+                if waited.get(plan.service_name) and waited[plan.service_name].ok:
+                    service = self.services.get(plan.service_name)
+                    self.recorder.running(
+                        service.pk if service else None,
+                        plan.version,
+                        plan.facts.get("image_after", ""),
+                        str(plan.facts.get("revision_after") or ""),
+                    )
             if failed:
                 return self.fail_with(KIND.WAIT, failed)
             if index == len(order) - 1:
@@ -686,16 +792,8 @@ class Job:
             self.checkpoint()
             self.mark(tier_plans, KIND.VERIFY, STEP.RUNNING)
             verified = self.verify(tier_plans, policy, float(target.verify_timeout_seconds))
+            self.smoke(tier_plans, verified, last=index == len(order) - 1)
             failed = self.record(tier_plans, KIND.VERIFY, verified)
-            for plan in tier_plans:
-                if verified.get(plan.service_name) and verified[plan.service_name].ok:
-                    service = self.services.get(plan.service_name)
-                    self.recorder.running(
-                        service.pk if service else None,
-                        plan.version,
-                        plan.facts.get("image_after", ""),
-                        str(plan.facts.get("revision_after") or ""),
-                    )
             if failed:
                 return self.fail_with(KIND.VERIFY, failed)
         done = "rolled back" if rollback else f"{self.deployment.version} deployed and verified"

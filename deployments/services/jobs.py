@@ -575,13 +575,34 @@ def _applied_steps(deployment: Deployment) -> list[DeploymentStep]:
     )
 
 
+def _restored_version(deployment: Deployment, service_names: list[str]) -> str:
+    """The version label of the rollback of ``deployment``: what its snapshot found running on
+    the services it changed (what the rollback restores), when they all ran one version."""
+    found = {
+        version
+        for version in DeploymentStep.objects.filter(
+            deployment=deployment,
+            kind=DeploymentStep.Kind.SNAPSHOT,
+            service_name__in=service_names,
+        ).values_list("detail__version_before", flat=True)
+        if version
+    }
+    if len(found) == 1:
+        return str(found.pop())[:64]
+    if not found and deployment.replaces_id:
+        return deployment.replaces.version
+    # Several versions, or none known (a strategy that cannot read its target, and nothing
+    # recorded): say what is restored instead of naming a version.
+    return f"as before #{deployment.pk}"
+
+
 def _create_rollback(
     deployment: Deployment, actor: Any, reason: str, *, owner: str = "", running: bool = False
 ) -> Deployment:
     """Insert the rollback deployment of ``deployment`` (inside the caller's transaction)."""
     applied = _applied_steps(deployment)
     now = timezone.now()
-    restored = deployment.replaces.version if deployment.replaces_id else "previous"
+    restored = _restored_version(deployment, [s.service_name for s in applied])
     fields: dict[str, Any] = {
         "project_id": deployment.project_id,
         "release_id": deployment.release_id,
@@ -761,7 +782,9 @@ def record_deployed_versions(
     environment_id: int, deployment_id: int | None, running: list[dict[str, Any]]
 ) -> None:
     """Upsert what runs where: [{"service_id", "version", "image", "revision"}]. The 'since' of a
-    service moves only when its version or image changes."""
+    service moves only when its version or image changes; the deployment is always the latest
+    that rolled it out, so the environment page judges verification by that deployment's steps
+    (a redeploy of the same version that verifies clears an earlier, unverified one)."""
     if not running:
         return
     now = timezone.now()
@@ -787,9 +810,11 @@ def record_deployed_versions(
             "service_id bigint, version varchar, image varchar, revision varchar, "
             "since timestamptz, deployment_id bigint) "
             "ON CONFLICT (environment_id, service_id) DO UPDATE SET version = EXCLUDED.version, "
-            "image = EXCLUDED.image, revision = EXCLUDED.revision, since = EXCLUDED.since, "
-            "deployment_id = EXCLUDED.deployment_id "
-            "WHERE (d.version, d.image) IS DISTINCT FROM (EXCLUDED.version, EXCLUDED.image)"
+            "image = EXCLUDED.image, revision = EXCLUDED.revision, since = CASE WHEN "
+            "(d.version, d.image) IS DISTINCT FROM (EXCLUDED.version, EXCLUDED.image) "
+            "THEN EXCLUDED.since ELSE d.since END, deployment_id = EXCLUDED.deployment_id "
+            "WHERE (d.version, d.image, d.revision, d.deployment_id) IS DISTINCT FROM "
+            "(EXCLUDED.version, EXCLUDED.image, EXCLUDED.revision, EXCLUDED.deployment_id)"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, [json.dumps(rows)])
@@ -816,10 +841,15 @@ def record_deployed_versions(
                     deployment_id=deployment_id,
                 )
             )
-        elif (row.version, row.image) != (item["version"], image):
-            row.version, row.image = item["version"], image
-            row.revision = str(item.get("revision") or "")
-            row.since, row.deployment_id = now, deployment_id
+        else:
+            revision = str(item.get("revision") or "")
+            moved = (row.version, row.image) != (item["version"], image)
+            if not moved and (row.revision, row.deployment_id) == (revision, deployment_id):
+                continue
+            if moved:
+                row.since = now
+            row.version, row.image, row.revision = item["version"], image, revision
+            row.deployment_id = deployment_id
             changed.append(row)
     DeployedVersion.objects.bulk_create(new, ignore_conflicts=True)
     if changed:

@@ -161,7 +161,10 @@ def parse_kubeconfig(text: str) -> dict:
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"The kubeconfig is not valid YAML: {exc}") from None
+        # PyYAML's message quotes the offending line, which may hold the token: say where only.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ValueError(f"The kubeconfig is not valid YAML{where}.") from None
     if not isinstance(config, dict) or not config.get("clusters"):
         raise ValueError("The kubeconfig names no cluster.")
     for entry in config.get("users") or []:

@@ -3,6 +3,8 @@ kubernetes client: tiers in order, failure and automatic rollback, one-click rol
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -140,6 +142,8 @@ def test_rollback_restores_the_previous_image(personas, start_sim, start_worker,
     assert response.status_code == 201, response.content
     rollback_id = response.json()["id"]
     assert response.json()["rollback_of"] == deployment.pk
+    # The first deployment of the environment replaced none; its snapshot says what ran.
+    assert response.json()["version"] == "1.3.0"
     wait_status(rollback_id, "succeeded")
     for name in ("api", "web"):
         assert image_of(sim, "shop", name) == f"registry.example/{name}:1.3.0"
@@ -153,9 +157,19 @@ def test_rollback_restores_the_previous_image(personas, start_sim, start_worker,
     )
 
 
-def test_cancel_stops_after_the_current_step(personas, start_sim, start_worker, api_client_for):
+def test_cancel_stops_after_the_current_step(
+    personas, start_sim, start_worker, api_client_for, client
+):
     sim = start_sim(rollout_seconds=2.0)
     configure(personas, sim)
+    for service in personas.project.services.all():
+        # What the dashboard knew before: both services on 1.3.0, as the demo seeds it.
+        DeployedVersion.objects.create(
+            environment=personas.staging,
+            service=service,
+            version="1.3.0",
+            image=f"registry.example/{service.name}:1.3.0",
+        )
     release = approved_release(personas)
     start_worker()
     deployment = start(personas, release)
@@ -179,3 +193,28 @@ def test_cancel_stops_after_the_current_step(personas, start_sim, start_worker, 
     # The release goes back to review, where its gates and sign-offs approve it again.
     target = ReleaseTarget.objects.get(release=release, environment=personas.staging)
     assert target.status == "approved"
+    # What runs where says what the cluster runs: api rolled out to 1.4.0 (and is marked as not
+    # verified), web still on 1.3.0.
+    assert image_of(sim, "shop", "api") == "registry.example/api:1.4.0"
+    running = {
+        row.service.name: row
+        for row in DeployedVersion.objects.filter(environment=personas.staging).select_related(
+            "service"
+        )
+    }
+    assert (running["api"].version, running["api"].image) == ("1.4.0", "registry.example/api:1.4.0")
+    assert running["api"].deployment_id == deployment.pk
+    assert running["web"].version == "1.3.0" and running["web"].deployment_id is None
+    client.force_login(personas.viewer)
+    page = client.get("/p/shop/environments/staging/")
+    assert page.status_code == 200
+    rows = {
+        name: re.sub(r"\s+", " ", html)
+        for name, html in re.findall(
+            r'<tr data-service="([^"]+)">(.*?)</tr>', page.content.decode(), re.S
+        )
+    }
+    assert "<strong data-version>1.4.0</strong>" in rows["api"]
+    assert "rolled out, not verified (deployment cancelled)" in rows["api"]
+    assert "<strong data-version>1.3.0</strong>" in rows["web"]
+    assert "data-unverified" not in rows["web"]

@@ -4,6 +4,7 @@ at the simulated cluster that `manage.py simcluster --seed-project` starts with 
 from __future__ import annotations
 
 import io
+import shlex
 import subprocess
 import sys
 
@@ -79,6 +80,18 @@ def test_an_external_deployment_is_reported_start_steps_finish(personas, api_cli
     assert ci.post(base + "rollback/").status_code == 400
 
 
+def procfile_sim_options() -> dict[str, str]:
+    """The options of the Procfile's sim process, which README command 1 starts."""
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("sim:")
+    )
+    words = shlex.split(line.split(":", 1)[1])
+    assert words[:3] == [".venv/bin/python", "manage.py", "simcluster"], words
+    options = words[3:]
+    assert len(options) % 2 == 0 and all(o.startswith("--") for o in options[::2]), options
+    return dict(zip(options[::2], options[1::2], strict=True))
+
+
 def test_demo_points_at_the_simulated_cluster_and_simcluster_serves_its_services(
     transactional_db,
 ):
@@ -92,15 +105,15 @@ def test_demo_points_at_the_simulated_cluster_and_simcluster_serves_its_services
     DeployTarget.objects.filter(environment__project__slug="acme-shop").update(
         api_url=f"http://127.0.0.1:{port}"
     )
+    # The demo's own command line (the Procfile's sim), on a port of this test.
+    options = procfile_sim_options()
+    options["--port"] = str(port)
     sim = subprocess.Popen(
         [
             sys.executable,
             "manage.py",
             "simcluster",
-            "--port",
-            str(port),
-            "--seed-project",
-            "acme-shop",
+            *[part for pair in options.items() for part in pair],
         ],
         cwd=ROOT,
         env=_child_env(),
@@ -117,6 +130,14 @@ def test_demo_points_at_the_simulated_cluster_and_simcluster_serves_its_services
             f"http://127.0.0.1:{port}/apis/apps/v1/namespaces/acme-shop-production/deployments"
         ).json()
         assert len(listed["items"]) == 8
+        # A "bad" tag must fail on the cluster's progress deadline (ProgressDeadlineExceeded,
+        # as a real cluster says it), so the deadline comes well before the demo's own rollout
+        # timeout, and well after a normal rollout's duration.
+        deadlines = {item["spec"]["progressDeadlineSeconds"] for item in listed["items"]}
+        assert deadlines == {int(options["--progress-deadline-seconds"])}
+        [deadline] = deadlines
+        assert float(options["--rollout-seconds"]) * 2 < deadline
+        assert deadline * 3 <= staging.rollout_timeout_seconds
     finally:
         stop_process(sim)
     assert "simcluster: Kubernetes API at" in sim.stdout.read()

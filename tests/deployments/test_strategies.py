@@ -105,6 +105,47 @@ def test_kubeconfigs_that_would_run_programs_or_read_files_are_refused():
     assert parse_kubeconfig(kubeconfig("https://k8s", "t"))["current-context"] == "sim"
 
 
+BROKEN_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- name: sim
+  cluster: {server: "https://k8s.example:6443"}
+users:
+- name: ci
+  user:
+    token: "sekret-kube-token-0042
+contexts: [{name: sim, context: {cluster: sim, user: ci}}]
+"""
+
+
+def test_a_kubeconfig_with_a_yaml_error_is_refused_without_quoting_it(personas):
+    from django.core.exceptions import ValidationError
+
+    from deployments import services
+    from deployments.models import DeployTarget
+
+    # PyYAML's own message quotes the offending line, token included.
+    with pytest.raises(yaml.YAMLError, match="sekret-kube-token"):
+        yaml.safe_load(BROKEN_KUBECONFIG)
+    with pytest.raises(ValueError, match=r"not valid YAML \(line \d+, column \d+\)") as raised:
+        parse_kubeconfig(BROKEN_KUBECONFIG)
+    assert "sekret" not in str(raised.value)
+    with pytest.raises(StrategyError) as refused:
+        KubernetesStrategy(namespace="shop", kubeconfig=BROKEN_KUBECONFIG)
+    assert "sekret" not in str(refused.value)
+    with pytest.raises(ValidationError) as invalid:
+        services.save_deploy_target(
+            personas.admin,
+            personas.membership(personas.admin),
+            personas.staging,
+            strategy="kubernetes",
+            kubeconfig=BROKEN_KUBECONFIG,
+        )
+    assert "not valid YAML" in str(invalid.value.message_dict["kubeconfig"])
+    assert "sekret" not in str(invalid.value)
+    assert not DeployTarget.objects.filter(environment=personas.staging).exists()
+
+
 def test_webhook_signature_round_trip():
     header = sign("s3cret", b'{"a":1}')
     assert verify_signature("s3cret", b'{"a":1}', header)

@@ -205,3 +205,52 @@ def test_a_queued_deployment_whose_message_was_lost_is_handed_out_again(
     assert len(callbacks) == 1
     assert Deployment.objects.get(pk=deployment.pk).enqueued_at > old
     assert jobs.reap_deployments()["requeued"] == 0
+
+
+def test_the_reaper_is_on_beat_every_30_s_or_less(settings):
+    from celery import current_app
+
+    from deployments import tasks
+
+    entries = [
+        entry
+        for entry in settings.CELERY_BEAT_SCHEDULE.values()
+        if entry["task"] == tasks.reap_deployments.name
+    ]
+    assert len(entries) == 1, "the reaper must have exactly one beat entry"
+    schedule = entries[0]["schedule"]
+    seconds = schedule.total_seconds() if isinstance(schedule, timedelta) else float(schedule)
+    assert 0 < seconds <= 30
+    # Beat names the task by its dotted path; the worker must know it by that name.
+    assert current_app.tasks[tasks.reap_deployments.name] is not None
+
+
+def test_by_default_a_job_is_lost_after_60_s_without_a_heartbeat(personas, settings, monkeypatch):
+    monkeypatch.delenv("DEPLOYMENT_HEARTBEAT_TTL_SECONDS", raising=False)
+    if hasattr(settings, "DEPLOYMENT_HEARTBEAT_TTL_SECONDS"):
+        del settings.DEPLOYMENT_HEARTBEAT_TTL_SECONDS
+    assert jobs.heartbeat_ttl_seconds() == 60
+    # A quarter of the TTL: three missed beats in a row still do not look like death.
+    assert runner.heartbeat_interval() == 10
+    jobs.save_deploy_target(
+        personas.admin,
+        personas.membership(personas.admin),
+        personas.staging,
+        strategy="kubernetes",
+        # Never contacted: no worker takes this job, the test claims it itself.
+        api_url="http://127.0.0.1:9",
+        namespace="shop",
+    )
+    deployment, _ = jobs.start_deployment(
+        personas.member,
+        personas.membership(personas.member),
+        approved_release(personas),
+        personas.staging,
+    )
+    claimed, _token = jobs.claim(deployment.pk, "silent@test")
+    beat = claimed.heartbeat_at
+    assert jobs.reap_deployments(now=beat + timedelta(seconds=59))["lost"] == 0
+    assert Deployment.objects.get(pk=deployment.pk).status == "running"
+    assert jobs.reap_deployments(now=beat + timedelta(seconds=61))["lost"] == 1
+    lost = Deployment.objects.get(pk=deployment.pk)
+    assert (lost.status, lost.reason) == ("failed", "worker lost")
