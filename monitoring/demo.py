@@ -8,6 +8,8 @@ addresses, so each environment's allow-list opens 127.0.0.1 — and nothing else
 
 from __future__ import annotations
 
+import os
+
 from django.utils import timezone
 
 from releasecenter.models import Environment, Project, Service
@@ -15,7 +17,8 @@ from releasecenter.models import Environment, Project, Service
 from .models import Check, EnvironmentMonitoring, PerformanceTarget
 from .services import clean_assertions
 
-SIM_URL = "http://127.0.0.1:8001"
+# The same simulated cluster the demo deploys to (deployments.jobs_demo reads the same variable).
+SIM_URL = os.environ.get("SIMCLUSTER_URL", "http://127.0.0.1:8001").rstrip("/")
 DEMO_CHECKED_SERVICES = ["auth-service", "catalog-service", "payment-service", "storefront-web"]
 HEALTHY = ["status == 200", '$.status == "healthy"', "latency < 500"]
 
@@ -109,7 +112,7 @@ def seed_bench(projects: list[Project]) -> None:
                 environment=env,
                 service=service,
                 name=f"{service.name} health",
-                url=f"http://127.0.0.1:8001/_services/{env.name}/{service.name}/health",
+                url=f"{SIM_URL}/_services/{env.name}/{service.name}/health",
                 assertions=assertions,
             )
             for env in environments

@@ -1054,6 +1054,50 @@ def _add_to_rollups(outcomes: Sequence[Outcome]) -> None:
         cursor.execute(sql, [value for row in rows for value in row])
 
 
+LAST_RESULT_FIELDS = [
+    "last_run_at",
+    "last_passed",
+    "last_status_code",
+    "last_latency_ms",
+    "last_summary",
+]
+
+
+def _store_last_results(checks: Sequence[Check]) -> None:
+    """Each check's latest result, for a whole batch in one statement.
+
+    bulk_update builds a CASE expression per field and row in Python, which cost more than the
+    checks themselves (about 2.5 ms a check of a 200-check batch); on PostgreSQL one UPDATE
+    joined to a VALUES list does the same work in the database.
+    """
+    if connection.vendor != "postgresql":
+        Check.objects.bulk_update(checks, LAST_RESULT_FIELDS)
+        return
+    table = Check._meta.db_table
+    rows = ", ".join(
+        ["(%s::bigint, %s::timestamptz, %s::boolean, %s::integer, %s::double precision, %s)"]
+        * len(checks)
+    )
+    params: list[Any] = []
+    for check in checks:
+        params += [
+            check.pk,
+            check.last_run_at,
+            check.last_passed,
+            check.last_status_code,
+            check.last_latency_ms,
+            check.last_summary,
+        ]
+    sql = (
+        f"UPDATE {table} AS c SET last_run_at = v.run_at, last_passed = v.passed, "  # noqa: S608
+        "last_status_code = v.status_code, last_latency_ms = v.latency_ms, last_summary = v.summary "
+        f"FROM (VALUES {rows}) AS v(id, run_at, passed, status_code, latency_ms, summary) "
+        "WHERE c.id = v.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
 def _record(outcomes: Sequence[Outcome], *, trigger: str, actor: Any = None) -> None:
     if not outcomes:
         return
@@ -1095,10 +1139,19 @@ def _record(outcomes: Sequence[Outcome], *, trigger: str, actor: Any = None) -> 
             check.last_status_code = outcome.status_code
             check.last_latency_ms = outcome.latency_ms
             check.last_summary = outcome.summary
-        Check.objects.bulk_update(
-            [o.check for o in outcomes],
-            ["last_run_at", "last_passed", "last_status_code", "last_latency_ms", "last_summary"],
-        )
+        _store_last_results([o.check for o in outcomes])
+        # A new check's first good run is no news: those moves go in one statement (the rows
+        # are locked above, so the states read there are still current).
+        first_good = [
+            o.check for o in outcomes if o.passed and current[o.check.pk] == Check.Status.UNKNOWN
+        ]
+        if first_good:
+            Check.objects.filter(pk__in=[c.pk for c in first_good]).update(
+                status=Check.Status.PASSING, status_changed_at=now
+            )
+            for check in first_good:
+                check.status, check.status_changed_at = Check.Status.PASSING, now
+                current[check.pk] = Check.Status.PASSING
         for outcome in outcomes:
             _move_state(outcome, current[outcome.check.pk], now)
             if trigger in (CheckResult.Trigger.MANUAL, CheckResult.Trigger.API):
