@@ -282,6 +282,37 @@ def azurite() -> Iterator[str]:
         stop_process(proc)
 
 
+@pytest.fixture
+def azure_storage(azurite, settings):  # noqa: ANN001, ANN201
+    """Route Django's default storage to a container of Azurite for this test: call it with the
+    container's name (made private unless create=False) and get its ContainerClient."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import BlobServiceClient
+
+    def route(container: str, *, create: bool = True):  # noqa: ANN202
+        service = BlobServiceClient.from_connection_string(azurite)
+        if create:
+            try:
+                service.create_container(container)  # private: no public access level
+            except ResourceExistsError:
+                pass
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "default": {
+                "BACKEND": "storages.backends.azure_storage.AzureStorage",
+                "OPTIONS": {
+                    "connection_string": azurite,
+                    "azure_container": container,
+                    "expiration_secs": 300,
+                    "overwrite_files": False,
+                },
+            },
+        }
+        return service.get_container_client(container)
+
+    return route
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
     from playwright.sync_api import sync_playwright

@@ -24,29 +24,9 @@ RUNBOOK = """# Go-live
 
 
 @pytest.fixture
-def blob(azurite, settings):  # noqa: ANN001, ANN201
-    """Route Django's default storage to a private container in Azurite for this test."""
-    from azure.core.exceptions import ResourceExistsError
-    from azure.storage.blob import BlobServiceClient
-
-    service = BlobServiceClient.from_connection_string(azurite)
-    try:
-        service.create_container(CONTAINER)  # private: no public access level
-    except ResourceExistsError:
-        pass
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.azure_storage.AzureStorage",
-            "OPTIONS": {
-                "connection_string": azurite,
-                "azure_container": CONTAINER,
-                "expiration_secs": 300,
-                "overwrite_files": False,
-            },
-        },
-    }
-    return service.get_container_client(CONTAINER)
+def blob(azure_storage):  # noqa: ANN001, ANN201
+    """Django's default storage on a private container in Azurite for this test."""
+    return azure_storage(CONTAINER)
 
 
 @pytest.fixture

@@ -8,19 +8,9 @@ from django.core.management import call_command
 
 
 @pytest.fixture
-def azure_store(azurite, settings):  # noqa: ANN001, ANN201
+def azure_store(azure_storage):  # noqa: ANN001, ANN201
     """Default storage on a container of Azurite that does not exist yet."""
-    from azure.storage.blob import BlobServiceClient
-
-    name = f"health-{uuid.uuid4().hex[:12]}"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.azure_storage.AzureStorage",
-            "OPTIONS": {"connection_string": azurite, "azure_container": name},
-        },
-    }
-    return BlobServiceClient.from_connection_string(azurite).get_container_client(name)
+    return azure_storage(f"health-{uuid.uuid4().hex[:12]}", create=False)
 
 
 def test_health_fails_on_a_missing_container_until_ensure_storage_makes_it(

@@ -17,30 +17,10 @@ CONTAINER = "deploy-snapshots-test"
 
 
 @pytest.fixture
-def blob(azurite, settings):  # noqa: ANN001, ANN201
-    """Route this process's default storage to a private Azurite container (the worker gets the
+def blob(azure_storage):  # noqa: ANN001, ANN201
+    """This process's default storage on a private Azurite container (the worker gets the
     same through its environment)."""
-    from azure.core.exceptions import ResourceExistsError
-    from azure.storage.blob import BlobServiceClient
-
-    service = BlobServiceClient.from_connection_string(azurite)
-    try:
-        service.create_container(CONTAINER)  # private: no public access level
-    except ResourceExistsError:
-        pass
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.azure_storage.AzureStorage",
-            "OPTIONS": {
-                "connection_string": azurite,
-                "azure_container": CONTAINER,
-                "expiration_secs": 300,
-                "overwrite_files": False,
-            },
-        },
-    }
-    return service.get_container_client(CONTAINER)
+    return azure_storage(CONTAINER)
 
 
 def test_the_snapshot_goes_to_blob_storage_and_members_download_it_from_the_page(
