@@ -51,8 +51,8 @@ import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
+import benchdb  # the scripts run from bench/, which is first on sys.path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -274,29 +274,8 @@ def ensure_blackbox() -> bool:
 # --- the worker path (Django, PostgreSQL) --------------------------------------------------------
 
 
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def setup_django() -> str:
-    os.environ.setdefault("DATABASE_URL", DEFAULT_DB)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "releasecenter.settings_test")
-    ensure_database(os.environ["DATABASE_URL"])
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
-    return urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/")
+    return benchdb.setup_django(DEFAULT_DB)
 
 
 def prepare_worker_checks(ports: list[int], count: int) -> list[int]:

@@ -37,7 +37,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+
+import benchdb  # the scripts run from bench/, which is first on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,28 +50,8 @@ SERVICES = 300
 GOAL_P95_MS = 100.0
 
 
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def setup_django() -> None:
-    os.environ.setdefault("DATABASE_URL", DEFAULT_DB)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "releasecenter.settings_test")
-    ensure_database(os.environ["DATABASE_URL"])
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
+    benchdb.setup_django(DEFAULT_DB)
 
 
 def generate(total_results: int) -> None:
