@@ -16,6 +16,7 @@ from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from checklists.selectors import run_progress as progress_of
@@ -23,6 +24,7 @@ from releasecenter import events
 from releasecenter.access import object_for, project_for
 from releasecenter.models import AuditEvent, Membership
 from releasecenter.services import Conflict
+from releasecenter.templatetags.releasecenter import describe_event
 
 from . import release_forms as forms
 from . import services
@@ -215,6 +217,38 @@ def _check_changes(release: Release, environment_ids: list[int]) -> Q:
     )
 
 
+def _timeline(rows, project_slug: str) -> list[dict]:  # noqa: ANN001
+    """The timeline's lines, formatted here once: a page lists up to 100 events, and through
+    template filters and branches they were a sixth of the page's time."""
+    entries = []
+    for event in rows:
+        if event.verb in CHECK_STATE_VERBS:
+            data = event.data or {}
+            state = "is failing" if event.verb == "check.failing" else "recovered"
+            summary = f": {data['summary']}" if data.get("summary") else ""
+            text = format_html(
+                'health check <a href="{}">{}</a> in {} {}{}',
+                reverse("check-detail", args=[project_slug, event.object_id]),
+                data.get("name", ""),
+                data.get("environment", ""),
+                state,
+                summary,
+            )
+        else:
+            text = describe_event(event)
+        at = timezone.localtime(event.created_at)
+        entries.append(
+            {
+                "iso": event.created_at.isoformat(),
+                "when": at.strftime("%Y-%m-%d %H:%M:%S"),
+                "actor": event.actor.username if event.actor_id else "system",
+                "verb": event.verb,
+                "text": text,
+            }
+        )
+    return entries
+
+
 def _detail_context(release: Release, membership: Membership) -> dict:
     now = timezone.now()
     targets = list(
@@ -244,7 +278,7 @@ def _detail_context(release: Release, membership: Membership) -> dict:
         "membership": membership,
         "is_lead": membership.has_role(Membership.Role.LEAD),
         "columns": columns,
-        "timeline": timeline,
+        "timeline": _timeline(timeline, release.project.slug),
         "follow_ups": release.follow_ups.select_related("resolved_by"),
         "run_topics": run_topics,
         "last_event_id": events.stream_cursor(*topics),
