@@ -40,6 +40,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# A real Celery worker: one job at a time in its own process, quiet, no cluster chatter.
+WORKER_COMMAND = [
+    sys.executable,
+    "-m",
+    "celery",
+    "-A",
+    "releasecenter",
+    "worker",
+    "--pool=solo",
+    "--concurrency=1",
+    "--without-gossip",
+    "--without-mingle",
+    "--loglevel=WARNING",
+]
+
+
 def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -224,17 +240,7 @@ def celery_worker(transactional_db) -> Iterator[subprocess.Popen]:  # noqa: ANN0
     """A real Celery worker process on this run's queue, against the test database and Redis."""
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "releasecenter",
-            "worker",
-            "--pool=solo",
-            "--concurrency=1",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=WARNING",
+            *WORKER_COMMAND,
             "-Q",
             settings.CELERY_TASK_DEFAULT_QUEUE,
             "-n",
@@ -371,18 +377,8 @@ def start_worker(transactional_db) -> Iterator:  # noqa: ANN001
     def start(**env_overrides: str) -> subprocess.Popen:
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "releasecenter",
-                "worker",
-                "--pool=solo",
-                "--concurrency=1",
-                "--without-gossip",
-                "--without-mingle",
+                *WORKER_COMMAND,
                 "--without-heartbeat",
-                "--loglevel=WARNING",
                 "-Q",
                 settings.CELERY_TASK_DEFAULT_QUEUE,
                 "-n",

@@ -13,7 +13,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port, stop_process, wait_for_port
+from tests.conftest import ROOT, WORKER_COMMAND, free_port, stop_process, wait_for_port
 
 DEPLOY = """
 from deployments.decision import decide
@@ -98,20 +98,7 @@ def test_the_demo_deploys_on_sqlite_and_the_filesystem_broker(tmp_path):
         stdout=subprocess.DEVNULL,
     )
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "releasecenter",
-            "worker",
-            "--pool=solo",
-            "--concurrency=1",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel=WARNING",
-        ],
+        [*WORKER_COMMAND, "--without-heartbeat"],
         cwd=ROOT,
         env=env,
     )
