@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from deployments import services
 from deployments.models import Deployment
+from deployments.services import jobs
 from releasecenter.models import Service
 
 IMAGE = "registry.example/{name}:{version}"
@@ -58,6 +59,27 @@ def approved_release(personas, version: str = "1.4.0", commit: str = "abcdef1234
     release = services.create_release(personas.member, member_m, version=version, commit_sha=commit)
     services.submit_for_review(personas.member, member_m, release)
     return release
+
+
+def claimed_deployment(personas, worker: str):  # noqa: ANN001, ANN201
+    """A deployment of an approved 1.4.0 to staging, claimed by `worker` as a worker would claim
+    it: (the deployment, its fencing token). The target is never contacted (nothing listens on
+    port 9): no worker takes this job, the test plays the worker itself."""
+    jobs.save_deploy_target(
+        personas.admin,
+        personas.membership(personas.admin),
+        personas.staging,
+        strategy="kubernetes",
+        api_url="http://127.0.0.1:9",
+        namespace="shop",
+    )
+    deployment, _ = jobs.start_deployment(
+        personas.member,
+        personas.membership(personas.member),
+        approved_release(personas),
+        personas.staging,
+    )
+    return jobs.claim(deployment.pk, worker)
 
 
 def set_auto_rollback(personas, environment, on: bool = True) -> None:  # noqa: ANN001

@@ -8,28 +8,14 @@ import pytest
 from deployments.models import Deployment, DeploymentStep
 from deployments.services import jobs
 
-from .jobs_helpers import approved_release
+from .jobs_helpers import claimed_deployment
 
 
 @pytest.fixture
 def failed_deployment(personas):  # noqa: ANN001, ANN201
     """A finished deployment of 1.4.0 whose steps say it snapshotted and changed both services
     (written directly: no worker runs here, and none is asked to, nothing is committed)."""
-    jobs.save_deploy_target(
-        personas.admin,
-        personas.membership(personas.admin),
-        personas.staging,
-        strategy="kubernetes",
-        api_url="http://127.0.0.1:9",
-        namespace="shop",
-    )
-    deployment, _ = jobs.start_deployment(
-        personas.member,
-        personas.membership(personas.member),
-        approved_release(personas),
-        personas.staging,
-    )
-    _, token = jobs.claim(deployment.pk, "test@local")
+    deployment, token = claimed_deployment(personas, "test@local")
     steps = DeploymentStep.objects.filter(deployment=deployment)
     steps.filter(kind="apply").update(status="succeeded")
     assert jobs.finish_run(deployment.pk, token, "failed", "verify failed") is not None

@@ -15,7 +15,14 @@ from deployments import runner
 from deployments.models import Deployment, DeploymentStep, ReleaseTarget
 from deployments.services import jobs
 
-from .jobs_helpers import approved_release, configure, image_of, wait_for, wait_status
+from .jobs_helpers import (
+    approved_release,
+    claimed_deployment,
+    configure,
+    image_of,
+    wait_for,
+    wait_status,
+)
 from .test_deploy_worker import start
 
 pytestmark = pytest.mark.celery_worker
@@ -232,22 +239,8 @@ def test_by_default_a_job_is_lost_after_60_s_without_a_heartbeat(personas, setti
     assert jobs.heartbeat_ttl_seconds() == 60
     # A quarter of the TTL: three missed beats in a row still do not look like death.
     assert runner.heartbeat_interval() == 10
-    jobs.save_deploy_target(
-        personas.admin,
-        personas.membership(personas.admin),
-        personas.staging,
-        strategy="kubernetes",
-        # Never contacted: no worker takes this job, the test claims it itself.
-        api_url="http://127.0.0.1:9",
-        namespace="shop",
-    )
-    deployment, _ = jobs.start_deployment(
-        personas.member,
-        personas.membership(personas.member),
-        approved_release(personas),
-        personas.staging,
-    )
-    claimed, _token = jobs.claim(deployment.pk, "silent@test")
+    claimed, _token = claimed_deployment(personas, "silent@test")
+    deployment = claimed
     beat = claimed.heartbeat_at
     assert jobs.reap_deployments(now=beat + timedelta(seconds=59))["lost"] == 0
     assert Deployment.objects.get(pk=deployment.pk).status == "running"
