@@ -184,10 +184,6 @@ def _environment_for(request, slug: str, name: str):  # noqa: ANN001, ANN202
     return environment, membership
 
 
-def _last_event_id(topic: str) -> int:
-    return events.stream_cursor(topic)
-
-
 def _back(request, fallback: str):  # noqa: ANN001, ANN202
     target = request.POST.get("next") or ""
     if target and url_has_allowed_host_and_scheme(
@@ -229,7 +225,7 @@ def deployment_list(request, slug: str):  # noqa: ANN001, ANN201
         "filter_form": form,
         "environments": project.environments.all(),
         "query": query.urlencode(),
-        "last_event_id": _last_event_id(project.topic),
+        "last_event_id": events.stream_cursor(project.topic),
     }
     if request.htmx:
         return render(request, "deployments/_deployment_table.html", context)
@@ -288,7 +284,7 @@ def _detail_context(deployment: Deployment, membership: Membership) -> dict:
 def deployment_detail(request, slug: str, deployment_id: int):  # noqa: ANN001, ANN201
     deployment, membership = _deployment_for(request, slug, deployment_id)
     # The id first, the rows second: an event between the two is applied again, never missed.
-    last_event_id = _last_event_id(deployment.topic)
+    last_event_id = events.stream_cursor(deployment.topic)
     context = _detail_context(deployment, membership)
     if request.htmx:
         return render(request, "deployments/_deployment_header.html", context)
@@ -488,7 +484,7 @@ def _deployable(environment, membership: Membership) -> list[dict]:  # noqa: ANN
 def environment_detail(request, slug: str, environment: str):  # noqa: ANN001, ANN201
     env, membership = _environment_for(request, slug, environment)
     context = _environment_context(env, membership)
-    context["last_event_id"] = _last_event_id(env.project.topic)
+    context["last_event_id"] = events.stream_cursor(env.project.topic)
     if request.htmx:
         return render(request, "deployments/_environment_live.html", context)
     target = DeployTarget.objects.filter(environment=env).first()
@@ -566,7 +562,7 @@ def environment_target(request, slug: str, environment: str):  # noqa: ANN001, A
             "target_form": form,
             "lock_form": LockForm(),
             "deployable": _deployable(env, membership),
-            "last_event_id": _last_event_id(env.project.topic),
+            "last_event_id": events.stream_cursor(env.project.topic),
         }
     )
     return render(request, "deployments/environment_detail.html", context, status=400)

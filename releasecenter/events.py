@@ -168,7 +168,3 @@ def read_after(topic: str, position: int, limit: int = 500) -> tuple[list[dict[s
     if rows:
         position = getattr(rows[-1], field)
     return [event_payload(e, getattr(e, field)) for e in rows], position
-
-
-def events_after(topic: str, position: int, limit: int = 500) -> list[dict[str, Any]]:
-    return read_after(topic, position, limit)[0]
