@@ -775,16 +775,20 @@ def _open_run(
     return run
 
 
-def _share_lock_run(run_id: int) -> None:
-    """Hold a shared lock on the run while changing one of its items.
+def _share_lock_run(run_id: int) -> str | None:
+    """Hold a shared lock on the run while changing one of its items; the run's status under
+    that lock (None where there is no such lock: SQLite, whose writes are serial anyway).
 
     Item changes share the lock and so never wait on each other; the completion check takes it
     exclusively, so it counts open items only when no item change is in flight. Without this,
     the last two items ticked at once could each see the other still open and leave a finished
     run open for ever (or an untick could land beside a completion)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM checklists_run WHERE id = %s FOR SHARE", [run_id])
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM checklists_run WHERE id = %s FOR SHARE", [run_id])
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 ITEM_STATE_FIELDS = [
@@ -800,15 +804,20 @@ ITEM_STATE_FIELDS = [
 AUTOMATION_FIELDS = ["automation_passed", "automation_summary", "automation_at"]
 
 
-def _locked_item(run_item_pk: int) -> RunItem:
+def _locked_item(run_item_pk: int, *, note_evidence: bool = False) -> RunItem:
+    """The item row, locked for update, with its (never changing) item and run.
+
+    ``note_evidence`` also sets ``has_evidence``: whether the item had any evidence when it was
+    locked, which saves reading the evidence when there is none (most ticks)."""
     # Only rows that never change are joined: when the lock had to wait, PostgreSQL re-reads
     # the locked row but keeps the joined rows of its first look, so a joined "changed_by"
     # could belong to the previous change.
-    return (
-        RunItem.objects.select_for_update(of=("self",))
-        .select_related("item", "run")
-        .get(pk=run_item_pk)
-    )
+    rows = RunItem.objects.select_for_update(of=("self",)).select_related("item", "run")
+    if note_evidence:
+        rows = rows.annotate(
+            has_evidence=Exists(Evidence.objects.filter(run_item_id=OuterRef("pk")))
+        )
+    return rows.get(pk=run_item_pk)
 
 
 def _refuse_stale(current: RunItem, expected_version: int | None) -> None:
@@ -883,8 +892,8 @@ def _change_item(
     """Lock the row, refuse a stale version, let ``apply(row)`` change it (returning False for
     a change that changes nothing), bump the version and publish."""
     with transaction.atomic():
-        _share_lock_run(run_item.run_id)
-        current = _locked_item(run_item.pk)
+        run_status = _share_lock_run(run_item.run_id)
+        current = _locked_item(run_item.pk, note_evidence=True)
         _refuse_stale(current, expected_version)
         before = _snapshot(current)
         if apply(current) is False:
@@ -895,7 +904,11 @@ def _change_item(
         current.changed_at = now
         current.save(update_fields=ITEM_STATE_FIELDS)
         _publish_item(actor, current, current.run.project_id, verb, change, before)
-        if change != "note":  # a note never completes or reopens a run
+        # A note never completes or reopens a run, and neither does opening an item of a run
+        # that is open (under the shared lock no completion can be in flight; one that waits
+        # for it counts again after this commit and finds this item open).
+        reopening_open_run = current.state == RunItem.State.OPEN and run_status == Run.Status.OPEN
+        if change != "note" and not reopening_open_run:
             run_id = current.run_id
             transaction.on_commit(lambda: sync_completion(run_id, actor))
     return current
@@ -907,7 +920,7 @@ def tick(actor: Any, run_item: RunItem, *, expected_version: int | None) -> RunI
     def apply(row: RunItem) -> bool:
         if row.state == RunItem.State.DONE:
             return False
-        if row.item.evidence_required and not row.evidence.exists():
+        if row.item.evidence_required and not row.has_evidence:
             raise ValidationError(
                 "This item needs evidence before it can be ticked: attach a file or a link."
             )

@@ -686,7 +686,13 @@ def _state_fragment(
     if row is None:
         raise Http404("No such item in this run.")
     run_url = _run_url(project, run)
-    _decorate(run, [row], _evidence_by_item(Evidence.objects.filter(run_item=row)), run_url)
+    # A row a service just changed says whether it has evidence at all (has_evidence).
+    evidence = (
+        _evidence_by_item(Evidence.objects.filter(run_item=row))
+        if getattr(row, "has_evidence", True)
+        else {}
+    )
+    _decorate(run, [row], evidence, run_url)
     ctx = render_items.ItemContext(can_tick, get_token(request), run_url)
     return HttpResponse(render_items.item_state(row, ctx, error), status=status)
 

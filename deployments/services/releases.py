@@ -342,15 +342,19 @@ def on_run_event(event: AuditEvent) -> None:
     run_id = event.topic.partition(":")[2]
     if not run_id.isdigit():
         return
-    targets = ReleaseTarget.objects.filter(
-        runs__pk=int(run_id), status__in=ReleaseTarget.REVIEW_STATES
-    ).select_related("environment", "release__project")
-    for target in targets:
+    # Every tick of every run comes here, and most runs belong to no release in review: ask
+    # for the ids alone, and load a target only when there is one.
+    target_ids = list(
+        ReleaseTarget.objects.filter(
+            runs__pk=int(run_id), status__in=ReleaseTarget.REVIEW_STATES
+        ).values_list("pk", flat=True)
+    )
+    for target_id in target_ids:
         with transaction.atomic():
             locked = (
                 ReleaseTarget.objects.select_for_update(of=("self",))
                 .select_related("environment", "release__project")
-                .get(pk=target.pk)
+                .get(pk=target_id)
             )
             refresh_approval(locked)
 
