@@ -2,7 +2,48 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
+from django.urls import Resolver404, get_resolver
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "releasecenter.settings")
-application = get_asgi_application()
+
+
+class Handler(ASGIHandler):
+    """Django's ASGI handler, with sync views served the way WSGI serves them.
+
+    Under the stock handler every request walks the middleware in async mode, and each
+    middleware that is a plain MiddlewareMixin (sessions, CSRF, auth, messages, security,
+    CSP ...) runs its sync hooks through ``sync_to_async``: a hop between the event loop and
+    the request's thread, and a GIL hand-over, twice per middleware. For a sync view that is
+    some twenty hops per request, about a third of a tick's CPU on the server, and under
+    concurrent requests every hop can wait for another thread's GIL slice.
+
+    Here only the async views (the event streams) take the async chain. Every other request
+    runs the whole sync middleware chain and its view in one ``sync_to_async`` call, on the
+    request's own thread (thread-sensitive, so the database connection and ``response.close``
+    that returns it stay on one thread). Both chains are built from the same MIDDLEWARE."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sync_handler = BaseHandler()
+        self._sync_handler.load_middleware(is_async=False)
+
+    async def get_response_async(self, request):  # noqa: ANN001, ANN201
+        if _serves_async_view(request.path_info):
+            return await super().get_response_async(request)
+        return await sync_to_async(self._sync_handler.get_response, thread_sensitive=True)(request)
+
+
+def _serves_async_view(path: str) -> bool:
+    try:
+        match = get_resolver().resolve(path)
+    except Resolver404:
+        return False  # the sync chain answers with the 404 (or CommonMiddleware's redirect)
+    return iscoroutinefunction(match.func)
+
+
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
+application = Handler()
