@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.db.models import CharField, Prefetch, Q
 from django.db.models.functions import Cast
 from django.http import Http404, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
@@ -27,6 +28,7 @@ from releasecenter.services import Conflict
 from releasecenter.templatetags.releasecenter import describe_event
 
 from . import release_forms as forms
+from . import render as release_render
 from . import services
 from .decision import evaluate, gather_release
 from .models import FollowUp, Release, ReleaseTarget, Signoff, TimeWindow
@@ -249,7 +251,7 @@ def _timeline(rows, project_slug: str) -> list[dict]:  # noqa: ANN001
     return entries
 
 
-def _detail_context(release: Release, membership: Membership) -> dict:
+def _detail_context(release: Release, membership: Membership, csrf_token: str) -> dict:
     now = timezone.now()
     targets = list(
         release.targets.select_related("environment", "release__project").prefetch_related(
@@ -264,6 +266,26 @@ def _detail_context(release: Release, membership: Membership) -> dict:
     run_topics = [f"run:{pk}" for pk in run_ids]
     snapshots = gather_release(release, now)
     columns = [_column(t, snapshots[t.pk], membership, now, run_progress) for t in targets]
+    urls = {
+        name.replace("-", "_"): reverse(f"release-{name}", args=[release.project.slug, release.pk])
+        for name in ("accept-risk", "acknowledge", "signoff")
+    }
+    default_expiry = (now + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M")
+    gate_ctx = release_render.GateContext(
+        is_lead=membership.has_role(Membership.Role.LEAD),
+        csrf_token=csrf_token,
+        accept_risk_url=urls["accept_risk"],
+        acknowledge_url=urls["acknowledge"],
+        default_expiry=default_expiry,
+    )
+    for column in columns:
+        column["gates_html"] = release_render.gates(
+            column["target"].environment.name,
+            column["production"],
+            column["open_gates"],
+            column["closed_gates"],
+            gate_ctx,
+        )
     topics = [release.topic, *run_topics]
     timeline = (
         AuditEvent.objects.filter(
@@ -272,27 +294,23 @@ def _detail_context(release: Release, membership: Membership) -> dict:
         .select_related("actor")
         .order_by("-id")[:100]
     )
+    timeline_entries = _timeline(timeline, release.project.slug)
     return {
         "release": release,
         "project": release.project,
         "membership": membership,
         "is_lead": membership.has_role(Membership.Role.LEAD),
         "columns": columns,
-        "timeline": _timeline(timeline, release.project.slug),
+        "timeline": timeline_entries,
+        "timeline_html": release_render.timeline(timeline_entries),
         "follow_ups": release.follow_ups.select_related("resolved_by"),
         "run_topics": run_topics,
         "last_event_id": events.stream_cursor(*topics),
         "deploy_button": _deploy_button_template(),
-        # Reversed once here: a page with hundreds of gates would otherwise reverse per gate.
-        "urls": {
-            name.replace("-", "_"): reverse(
-                f"release-{name}", args=[release.project.slug, release.pk]
-            )
-            for name in ("accept-risk", "acknowledge", "signoff")
-        },
+        "urls": urls,
         "risk_form": forms.RiskAcceptanceForm(),
         "now": now,
-        "default_expiry": (now + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
+        "default_expiry": default_expiry,
     }
 
 
@@ -301,7 +319,7 @@ def _detail_context(release: Release, membership: Membership) -> dict:
 def release_detail(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
     release, membership = _release_for(request, slug, release_id)
     services.expire_lapsed_approvals(release=release)
-    context = _detail_context(release, membership)
+    context = _detail_context(release, membership, get_token(request))
     if request.htmx:
         return render(request, "deployments/_release_live.html", context)
     return render(request, "deployments/release_detail.html", context)

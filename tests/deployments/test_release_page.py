@@ -69,6 +69,106 @@ def test_notes_are_markdown_with_html_shown_as_text(client, personas):
     assert 'href="javascript:' not in page
 
 
+# --- Gates --------------------------------------------------------------------------------------
+
+GATE_RUNBOOK = """# Go-live
+
+## Proof (NO-GO)
+- [ ] Backup of <b>orders</b> & "carts" verified
+- [ ] Restore rehearsed
+
+## Performance (CONDITIONAL)
+- [ ] Load test <script>alert(1)</script>
+
+## Nice to have (WARNING)
+- [ ] Dashboards updated
+"""
+
+
+@pytest.fixture
+def gated(personas):
+    template = checklists.import_runbook(personas.admin, personas.project, GATE_RUNBOOK).template
+    services.update_policy(
+        personas.admin,
+        personas.membership(personas.admin),
+        personas.production,
+        checklist_templates=[template],
+    )
+    release = make_release(personas, environments=["production"])
+    services.submit_for_review(personas.member, personas.membership(personas.member), release)
+    target = ReleaseTarget.objects.get(release=release)
+    items = RunItem.objects.filter(run__in=target.runs.all())
+    checklists.tick(
+        personas.member, items.get(item__text="Restore rehearsed"), expected_version=None
+    )
+    return release, items
+
+
+def gate_part(page: str) -> str:
+    return page.split('id="gates-production"', 1)[1].split("<h4", 1)[0]
+
+
+def test_gates_list_open_ones_with_their_actions_and_fold_the_closed(client, personas, gated):
+    release, items = gated
+    client.force_login(personas.lead)
+    gates = gate_part(page_of(client, personas, release))
+    # Item texts are shown as text, never as markup.
+    assert "<script>" not in gates and "Load test &lt;script&gt;alert(1)&lt;/script&gt;" in gates
+    assert "Backup of &lt;b&gt;orders&lt;/b&gt; &amp; &quot;carts&quot; verified" in gates
+    open_part, closed_part = gates.split('<details class="closed-gates">')
+    for text in ("Backup of", "Load test", "Dashboards updated"):
+        key = items.get(item__text__startswith=text).key
+        assert f'data-gate="{key}"' in open_part
+    assert '<span class="badge sev-no-go">NO-GO</span>' in open_part
+    # A lead may accept the conditional gate's risk in production and acknowledge the warning.
+    assert open_part.count('name="csrfmiddlewaretoken"') == 2
+    assert "Accept risk</summary>" in open_part and ">Acknowledge</button>" in open_part
+    assert "1 gate ticked or N/A" in closed_part and "✅ Restore rehearsed" in closed_part
+
+
+def test_gate_forms_are_for_leads_and_work_when_posted(client, personas, gated):
+    release, items = gated
+    client.force_login(personas.member)
+    gates = gate_part(page_of(client, personas, release))
+    assert "Accept risk</summary>" not in gates  # not a lead
+    assert ">Acknowledge</button>" in gates
+    client.force_login(personas.lead)
+    gates = gate_part(page_of(client, personas, release))
+    action = gates.split('<form method="post" action="', 1)[1].split('"', 1)[0]
+    assert action == f"/p/{personas.project.slug}/releases/{release.pk}/accept-risk/"
+    load_key = items.get(item__text__startswith="Load test").key
+    response = client.post(
+        action,
+        {
+            "environment": "production",
+            "item_key": load_key,
+            "reason": "load test environment is down until Monday",
+            "expires_at": (timezone.localtime() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M"),
+        },
+    )
+    assert response.status_code == 302
+    warning_key = items.get(item__text="Dashboards updated").key
+    response = client.post(
+        f"/p/{personas.project.slug}/releases/{release.pk}/acknowledge/",
+        {"environment": "production", "item_key": warning_key},
+    )
+    assert response.status_code == 302
+    gates = gate_part(page_of(client, personas, release))
+    assert (
+        "risk accepted until" in gates and '<small class="accepted">acknowledged</small>' in gates
+    )
+    assert "Accept risk</summary>" not in gates and ">Acknowledge</button>" not in gates
+
+
+def test_timeline_shows_names_as_text(client, personas, gated):
+    release, _items = gated
+    client.force_login(personas.viewer)
+    page = page_of(client, personas, release)
+    timeline = page.split('<ul class="timeline">', 1)[1].split("</ul>", 1)[0]
+    assert timeline.count("<li>") >= 2 and "<strong>mia-member</strong>" in timeline
+    assert "<script>" not in timeline
+
+
 # --- Health checks in the timeline --------------------------------------------------------------
 
 
