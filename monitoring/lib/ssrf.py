@@ -16,6 +16,9 @@ Two halves:
   address and connects to the checked IP, so a DNS answer that changes between `check_url` and
   the request (DNS rebinding) cannot slip through. The Host header and TLS SNI still carry the
   name, because httpcore builds those from the URL, not from what the backend connected to.
+  `resolve_checked(policy, host, port)` is the same resolve-and-judge step for clients that
+  open their own sockets: the health-check engine's `monitoring.lib.http1` calls it for every
+  connection it opens.
 
 Why the transport rebuilds the pool: httpx 0.28's AsyncHTTPTransport has no parameter for the
 httpcore network backend, while httpcore 1.x's AsyncConnectionPool accepts `network_backend=`.
@@ -30,6 +33,7 @@ connect on our behalf, past the guard.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import ipaddress
 import re
@@ -365,6 +369,9 @@ class AddressPolicy:
         self.allow_public = allow_public
         self.resolver = resolver
         self._denied_resolved = self._resolve_denied_names()
+        # Engines look their clients up by policy for every check; hashing the entries (their
+        # ip_network objects) each time cost more than the rest of the lookup.
+        self._hash = hash(self._key())
 
     def _resolve_denied_names(self) -> tuple[_Entry, ...]:
         # A URL can reach the database by IP as well as by its service name, so the name is
@@ -390,7 +397,7 @@ class AddressPolicy:
         return isinstance(other, AddressPolicy) and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return self._hash
 
     def __repr__(self) -> str:
         return (
@@ -513,6 +520,66 @@ def _to_address(ip: str | IPAddress) -> IPAddress:
 # --- enforcement -------------------------------------------------------------------------------
 
 
+def _address_pairs(host: str, raw: Iterable[str]) -> list[tuple[str, IPAddress]]:
+    """(address to connect to, normalised address to judge) for a host literal, or for the
+    addresses a name resolved to (`raw`)."""
+    literal = parse_host_literal(host)
+    if literal is not None:
+        # Connect to a canonical spelling ("0x7f000001" -> "127.0.0.1") so the socket layer
+        # does not re-interpret the text; IPv6 literals keep their form and any zone id.
+        bare = host.strip("[]")
+        return [(bare if ":" in bare else str(literal), literal)]
+    pairs = []
+    for text in dict.fromkeys(raw):
+        address = ipaddress.ip_address(text.split("%")[0])
+        pairs.append((text, normalise_address(address)))
+    return pairs
+
+
+def _judge(
+    policy: AddressPolicy, host: str, port: int, pairs: Iterable[tuple[str, IPAddress]]
+) -> None:
+    """Raise SSRFBlocked unless the policy allows every address the host resolved to.
+
+    Every address must pass, not just the one we would use: a name that answers with one public
+    and one internal address is a DNS-rebinding setup, and refusing it keeps the run-time
+    verdict identical to what check_url told the user.
+    """
+    name = None if parse_host_literal(host) is not None else host
+    for _, address in pairs:
+        decision = policy.check_address(address, port, host=name)
+        if not decision.allowed:
+            raise SSRFBlocked(decision)
+
+
+async def resolve_checked(policy: AddressPolicy, host: str, port: int) -> list[str]:
+    """The addresses to connect to for host:port, each one allowed by the policy (asyncio).
+
+    The guard for clients that open their own sockets (monitoring.lib.http1): resolve the name
+    here (the policy's resolver, else getaddrinfo), judge every address, and hand back only
+    judged ones. Raises SSRFBlocked for a refusal, OSError when the name does not resolve.
+    """
+    if parse_host_literal(host) is not None:
+        pairs = _address_pairs(host, [])
+    else:
+        try:
+            if policy.resolver is not None:
+                resolver = policy.resolver
+                raw = await asyncio.to_thread(lambda: list(resolver(host, port)))
+            else:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+                )
+                raw = [str(info[4][0]) for info in infos]
+            pairs = _address_pairs(host, raw)
+        except (UnicodeError, ValueError) as exc:
+            raise OSError(str(exc)) from exc
+        if not pairs:
+            raise OSError(f"{host!r} has no addresses")
+    _judge(policy, host, port, pairs)
+    return [connect_to for connect_to, _ in pairs]
+
+
 class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
     """httpcore network backend that resolves, checks, then connects to the checked IP.
 
@@ -528,12 +595,8 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
 
     async def _resolve(self, host: str, port: int) -> list[tuple[str, IPAddress]]:
         """Return (address to connect to, normalised address to judge) pairs."""
-        literal = parse_host_literal(host)
-        if literal is not None:
-            # Connect to a canonical spelling ("0x7f000001" -> "127.0.0.1") so the socket layer
-            # does not re-interpret the text; IPv6 literals keep their form and any zone id.
-            bare = host.strip("[]")
-            return [(bare if ":" in bare else str(literal), literal)]
+        if parse_host_literal(host) is not None:
+            return _address_pairs(host, [])
         if self.policy.resolver is not None:
             raw = await anyio.to_thread.run_sync(lambda: list(self.policy.resolver(host, port)))
         else:
@@ -541,11 +604,7 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
                 host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
             )
             raw = [str(info[4][0]) for info in infos]
-        pairs = []
-        for text in dict.fromkeys(raw):
-            address = ipaddress.ip_address(text.split("%")[0])
-            pairs.append((text, normalise_address(address)))
-        return pairs
+        return _address_pairs(host, raw)
 
     async def connect_tcp(
         self,
@@ -564,14 +623,7 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(f"could not resolve {host!r}: {exc}") from exc
         if not pairs:
             raise httpcore.ConnectError(f"{host!r} has no addresses")
-        name = None if parse_host_literal(host) is not None else host
-        # Every address must pass, not just the one we would use: a name that answers with one
-        # public and one internal address is a DNS-rebinding setup, and refusing it keeps the
-        # run-time verdict identical to what check_url told the user.
-        for _, address in pairs:
-            decision = self.policy.check_address(address, port, host=name)
-            if not decision.allowed:
-                raise SSRFBlocked(decision)
+        _judge(self.policy, host, port, pairs)
         last_error: Exception | None = None
         for connect_to, _ in pairs:
             try:
@@ -762,4 +814,5 @@ __all__ = [
     "make_client",
     "normalise_address",
     "parse_host_literal",
+    "resolve_checked",
 ]

@@ -1,17 +1,23 @@
-"""The check engine against target servers on 127.0.0.1 (nothing else is contacted)."""
+"""The check engine against target servers on 127.0.0.1 (nothing else is contacted).
+
+Every test that runs checks runs them through both of the engine's HTTP clients (the `checks`
+fixture): monitoring.lib.http1, what workers use, and httpx, used for a policy whose httpx
+client is handed in.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from monitoring.lib.engine import CheckSpec, run_checks, run_checks_sync
+from monitoring.lib.engine import CheckResult, CheckSpec, run_checks, run_checks_sync
 from monitoring.lib.ssrf import AddressPolicy, make_client
 from monitoring.lib.testing import TargetServer
 
@@ -19,6 +25,20 @@ from monitoring.lib.testing import TargetServer
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+RunChecks = Callable[..., Awaitable[list[CheckResult]]]
+
+
+@pytest.fixture(params=["http1", "httpx"])
+def http_client(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def checks(http_client: str) -> RunChecks:
+    """run_checks through one of the engine's two HTTP clients."""
+    return functools.partial(run_checks, http_client=http_client)
 
 
 @pytest.fixture
@@ -49,9 +69,11 @@ HEALTHY = [
 
 
 @pytest.mark.anyio
-async def test_healthy_target_passes_every_assertion(target: TargetServer) -> None:
+async def test_healthy_target_passes_every_assertion(
+    target: TargetServer, checks: RunChecks
+) -> None:
     before = datetime.now(UTC)
-    [result] = await run_checks(
+    [result] = await checks(
         [CheckSpec("api", "GET", target.url("/ok"), assertions=HEALTHY)], policy=allowing(target)
     )
     assert result.error is None
@@ -66,8 +88,10 @@ async def test_healthy_target_passes_every_assertion(target: TargetServer) -> No
 
 
 @pytest.mark.anyio
-async def test_unmet_assertions_fail_the_check_with_reasons(target: TargetServer) -> None:
-    [result] = await run_checks(
+async def test_unmet_assertions_fail_the_check_with_reasons(
+    target: TargetServer, checks: RunChecks
+) -> None:
+    [result] = await checks(
         [
             CheckSpec(
                 "api",
@@ -94,8 +118,10 @@ async def test_unmet_assertions_fail_the_check_with_reasons(target: TargetServer
 
 
 @pytest.mark.anyio
-async def test_latency_assertion_fails_a_slow_target(target: TargetServer) -> None:
-    [result] = await run_checks(
+async def test_latency_assertion_fails_a_slow_target(
+    target: TargetServer, checks: RunChecks
+) -> None:
+    [result] = await checks(
         [
             CheckSpec(
                 "slow",
@@ -113,7 +139,9 @@ async def test_latency_assertion_fails_a_slow_target(target: TargetServer) -> No
 
 @pytest.mark.anyio
 async def test_hanging_target_does_not_delay_the_others(
-    target: TargetServer, other_target: TargetServer
+    target: TargetServer,
+    other_target: TargetServer,
+    checks: RunChecks,
 ) -> None:
     fast = [
         CheckSpec(f"fast-{i}", "GET", target.url("/ok"), timeout_s=5, assertions=HEALTHY)
@@ -121,7 +149,7 @@ async def test_hanging_target_does_not_delay_the_others(
     ]
     hanging = CheckSpec("hang", "GET", other_target.url("/hang"), timeout_s=0.5)
     started = time.perf_counter()
-    results = await run_checks([hanging, *fast], policy=allowing(target, other_target))
+    results = await checks([hanging, *fast], policy=allowing(target, other_target))
     elapsed = time.perf_counter() - started
 
     hang, *quick = results
@@ -138,11 +166,13 @@ async def test_hanging_target_does_not_delay_the_others(
 
 
 @pytest.mark.anyio
-async def test_timeout_covers_the_whole_exchange_not_each_read(target: TargetServer) -> None:
+async def test_timeout_covers_the_whole_exchange_not_each_read(
+    target: TargetServer, checks: RunChecks
+) -> None:
     # The target answers at once and then sends a byte every 0.1 s for 5 s: no single read is
     # slow, so only a deadline on the whole check stops it.
     started = time.perf_counter()
-    [result] = await run_checks(
+    [result] = await checks(
         [CheckSpec("drip", "GET", target.url("/drip?n=50&interval=0.1"), timeout_s=0.5)],
         policy=allowing(target),
     )
@@ -153,19 +183,20 @@ async def test_timeout_covers_the_whole_exchange_not_each_read(target: TargetSer
 @pytest.mark.anyio
 async def test_per_host_limit_bounds_concurrent_requests_to_one_target(
     target: TargetServer,
+    checks: RunChecks,
 ) -> None:
     specs = [CheckSpec(i, "GET", target.url("/slow?ms=150")) for i in range(12)]
     started = time.perf_counter()
-    results = await run_checks(specs, policy=allowing(target), per_host_limit=3)
+    results = await checks(specs, policy=allowing(target), per_host_limit=3)
     assert all(r.passed for r in results)
     assert target.max_in_flight == 3
     assert time.perf_counter() - started >= 4 * 0.15 * 0.9
 
 
 @pytest.mark.anyio
-async def test_checks_reuse_keep_alive_connections(target: TargetServer) -> None:
+async def test_checks_reuse_keep_alive_connections(target: TargetServer, checks: RunChecks) -> None:
     specs = [CheckSpec(i, "GET", target.url("/ok")) for i in range(40)]
-    results = await run_checks(specs, policy=allowing(target), per_host_limit=2)
+    results = await checks(specs, policy=allowing(target), per_host_limit=2)
     assert all(r.passed for r in results)
     assert len(target.requests) == 40
     assert len(target.connections()) <= 2
@@ -174,8 +205,9 @@ async def test_checks_reuse_keep_alive_connections(target: TargetServer) -> None
 @pytest.mark.anyio
 async def test_policy_refusal_is_a_failed_result_and_nothing_is_sent(
     target: TargetServer,
+    checks: RunChecks,
 ) -> None:
-    [result] = await run_checks([CheckSpec("local", "GET", target.url("/ok"))])
+    [result] = await checks([CheckSpec("local", "GET", target.url("/ok"))])
     assert not result.passed
     assert result.status_code is None
     assert result.error is not None
@@ -185,10 +217,12 @@ async def test_policy_refusal_is_a_failed_result_and_nothing_is_sent(
 
 @pytest.mark.anyio
 async def test_redirect_to_a_port_outside_the_policy_fails_the_check(
-    target: TargetServer, other_target: TargetServer
+    target: TargetServer,
+    other_target: TargetServer,
+    checks: RunChecks,
 ) -> None:
     url = target.url(f"/redirect?to={other_target.url('/ok')}")
-    [followed, not_followed] = await run_checks(
+    [followed, not_followed] = await checks(
         [
             CheckSpec("follow", "GET", url, follow_redirects=True),
             CheckSpec("plain", "GET", url, assertions=[{"type": "status", "equals": 302}]),
@@ -201,10 +235,10 @@ async def test_redirect_to_a_port_outside_the_policy_fails_the_check(
 
 
 @pytest.mark.anyio
-async def test_each_policy_gets_its_own_pool(target: TargetServer) -> None:
+async def test_each_policy_gets_its_own_pool(target: TargetServer, checks: RunChecks) -> None:
     # The lenient check opens a keep-alive connection to the target; the strict one must not
     # ride on it.
-    results = await run_checks(
+    results = await checks(
         [
             CheckSpec("lenient", "GET", target.url("/ok"), policy=allowing(target)),
             CheckSpec("strict", "GET", target.url("/ok"), policy=AddressPolicy()),
@@ -215,11 +249,13 @@ async def test_each_policy_gets_its_own_pool(target: TargetServer) -> None:
 
 
 @pytest.mark.anyio
-async def test_refused_connection_is_a_clear_error() -> None:
+async def test_refused_connection_is_a_clear_error(
+    checks: RunChecks,
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    [result] = await run_checks(
+    [result] = await checks(
         [CheckSpec("down", "GET", f"http://127.0.0.1:{port}/health", timeout_s=2)],
         policy=AddressPolicy(allow=[f"127.0.0.1:{port}"]),
     )
@@ -228,8 +264,8 @@ async def test_refused_connection_is_a_clear_error() -> None:
 
 
 @pytest.mark.anyio
-async def test_bad_specs_fail_without_sending(target: TargetServer) -> None:
-    results = await run_checks(
+async def test_bad_specs_fail_without_sending(target: TargetServer, checks: RunChecks) -> None:
+    results = await checks(
         [
             CheckSpec("bad-assertion", "GET", target.url("/ok"), assertions=[{"type": "nope"}]),
             CheckSpec("bad-url", "GET", "ftp://127.0.0.1/file"),
@@ -247,8 +283,10 @@ async def test_bad_specs_fail_without_sending(target: TargetServer) -> None:
 
 
 @pytest.mark.anyio
-async def test_large_body_is_capped_for_assertions_and_excerpt(target: TargetServer) -> None:
-    [result, capped] = await run_checks(
+async def test_large_body_is_capped_for_assertions_and_excerpt(
+    target: TargetServer, checks: RunChecks
+) -> None:
+    [result, capped] = await checks(
         [
             CheckSpec(
                 "big",
@@ -273,8 +311,8 @@ async def test_large_body_is_capped_for_assertions_and_excerpt(target: TargetSer
 
 
 @pytest.mark.anyio
-async def test_method_headers_and_body_are_sent(target: TargetServer) -> None:
-    [result] = await run_checks(
+async def test_method_headers_and_body_are_sent(target: TargetServer, checks: RunChecks) -> None:
+    [result] = await checks(
         [
             CheckSpec(
                 "post",
@@ -303,10 +341,11 @@ async def test_supplied_client_is_used_and_left_open(target: TargetServer) -> No
         await run_checks([], client=httpx.AsyncClient())  # type: ignore[arg-type]
 
 
-def test_run_checks_sync_for_celery_tasks(target: TargetServer) -> None:
+def test_run_checks_sync_for_celery_tasks(target: TargetServer, http_client: str) -> None:
     results = run_checks_sync(
         [CheckSpec("sync", "GET", target.url("/ok"), assertions=HEALTHY)],
         policy=allowing(target),
+        http_client=http_client,
     )
     assert results[0].passed
     data = results[0].to_dict()
