@@ -26,8 +26,10 @@ def dispatch_due_checks() -> int:
 
 
 @shared_task(ignore_result=True, soft_time_limit=BATCH_SOFT_LIMIT, time_limit=BATCH_SOFT_LIMIT + 60)
-def run_batch(token: str) -> int:
-    return len(services.run_batch(token))
+def run_batch(token: str, ids: list[int] | None = None) -> int:
+    # ids: the batch's checks, from the dispatcher (messages queued before they were added have
+    # none); the token still decides which of them this delivery runs.
+    return len(services.run_batch(token, ids))
 
 
 @shared_task(ignore_result=True, soft_time_limit=BATCH_SOFT_LIMIT, time_limit=BATCH_SOFT_LIMIT + 60)
