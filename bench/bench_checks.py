@@ -12,13 +12,17 @@ Starts N tiny keep-alive HTTP servers on 127.0.0.1 (one subprocess), installs De
 prometheus-blackbox-exporter when it is missing (as root: apt-get), then measures:
 
 1. the engine alone: `run_checks` with an address policy, the per-host limit workers use
-   (`engine.PER_HOST_LIMIT`), a hard timeout per check and two assertions (status, JSON path).
-   A short sweep first shows how other per-host limits would fare on this machine;
-2. httpx alone, bare GETs at the same concurrency: the ceiling for anything built on httpx;
+   (`engine.PER_HOST_LIMIT`), a hard timeout per check and two assertions (status, JSON path),
+   through each of its two HTTP clients: `monitoring.lib.http1` (what workers use) and httpx
+   (`http_client="httpx"`, the client before issue 6). A short sweep first shows how other
+   per-host limits would fare on this machine;
+2. each client alone, bare GETs at the same concurrency, no engine: httpx (the ceiling for
+   anything built on httpx) and `http1.Http1Client`;
 3. blackbox exporter: /probe?module=http_2xx (status 200 + body regex, the same work), driven by
    httpx AsyncClients at the concurrency a sweep finds best, and by a minimal raw keep-alive
-   client, which shows what the exporter itself can do once the Python driver is not the limit.
-   The better of the two is the exporter's figure;
+   client at the concurrency its own sweep finds best (up to 128 connections: the exporter
+   still gains past 32), which shows what the exporter itself can do once the Python driver is
+   not the limit. The better of the two is the exporter's figure;
 4. the worker path: what the Celery task `monitoring.tasks.run_batch` runs for each dispatched
    batch (`services.run_batch`: claim the batch, load the checks, plan, run them through one
    runner, store every result, add them to the hourly and daily rollups, move states, evaluate
@@ -66,6 +70,7 @@ from monitoring.lib.engine import (  # noqa: E402
     CheckSpec,
     run_checks,
 )
+from monitoring.lib.http1 import Http1Client  # noqa: E402
 from monitoring.lib.ssrf import AddressPolicy  # noqa: E402
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
@@ -216,8 +221,33 @@ async def bare_httpx(
     return report(f"httpx alone, {label}", done, ok, elapsed, [])
 
 
+async def bare_http1(ports: list[int], total: int, per_host: int, seconds: float) -> float:
+    """Plain Http1Client GETs, no engine (no limits, timeouts or assertions): its ceiling."""
+    policy = AddressPolicy(allow=[f"127.0.0.1:{p}" for p in ports])
+    ok = 0
+
+    async with Http1Client(policy, max_idle_per_origin=per_host) as client:
+
+        async def job(i: int) -> None:
+            nonlocal ok
+            target = i % len(ports)
+            reply = await client.request("GET", f"http://127.0.0.1:{ports[target]}/ok")
+            ok += reply.status_code == 200
+
+        started = time.perf_counter()
+        done = await _workers(total, per_host * len(ports), started + seconds, job)
+        elapsed = time.perf_counter() - started
+    return report("http1 client alone", done, ok, elapsed, [])
+
+
 async def engine(
-    ports: list[int], total: int, per_host: int, connections: int, seconds: float, label: str
+    ports: list[int],
+    total: int,
+    per_host: int,
+    connections: int,
+    seconds: float,
+    label: str,
+    http_client: str = "http1",
 ) -> float:
     policy = AddressPolicy(allow=[f"127.0.0.1:{p}" for p in ports])
     specs = [
@@ -230,10 +260,17 @@ async def engine(
     try:
         async with asyncio.timeout(seconds):
             results = await run_checks(
-                specs, policy=policy, per_host_limit=per_host, max_connections=connections
+                specs,
+                policy=policy,
+                per_host_limit=per_host,
+                max_connections=connections,
+                http_client=http_client,  # type: ignore[arg-type]
             )
     except TimeoutError:
-        print(f"engine ({label}) did not finish within {seconds:g} s", file=sys.stderr)
+        print(
+            f"engine, {http_client} ({label}) did not finish within {seconds:g} s",
+            file=sys.stderr,
+        )
         return 0.0
     elapsed = time.perf_counter() - started
     ok = sum(r.passed for r in results)
@@ -241,7 +278,9 @@ async def engine(
     if errors:
         print(f"  errors: {sorted(errors)[:3]}", file=sys.stderr)
     latencies = [r.latency_ms for r in results if r.latency_ms is not None]
-    return report(f"engine run_checks ({label})", len(results), ok, elapsed, latencies)
+    return report(
+        f"engine run_checks, {http_client} ({label})", len(results), ok, elapsed, latencies
+    )
 
 
 def ensure_blackbox() -> bool:
@@ -313,6 +352,13 @@ def prepare_worker_checks(ports: list[int], count: int) -> list[int]:
             )
             for i in range(count)
         )
+    # Each run deletes the last run's rows and updates every check a few times per round, and
+    # autovacuum cannot keep up with that between runs: without this the worker would be timed
+    # against tens of thousands of dead rows that a production database's autovacuum would
+    # have reclaimed. Before the clock, like the rest of the setup.
+    with connection.cursor() as cursor:
+        for table in ("monitoring_check", "monitoring_checkresult", "monitoring_checkrollup"):
+            cursor.execute(f"VACUUM (ANALYZE) {table}")
     return [c.pk for c in checks]
 
 
@@ -326,21 +372,20 @@ def worker_path(ids: list[int], seconds: float) -> float:
     from monitoring import services
     from monitoring.models import Check, CheckResult, CheckRollup
 
-    tokens = []
+    batches = []
     for start in range(0, len(ids), services.RUN_BATCH):
-        token = uuid.uuid4()
-        Check.objects.filter(pk__in=ids[start : start + services.RUN_BATCH]).update(
-            dispatch_token=token
-        )
-        tokens.append(token)
+        token, batch = uuid.uuid4(), ids[start : start + services.RUN_BATCH]
+        Check.objects.filter(pk__in=batch).update(dispatch_token=token)
+        batches.append((token, batch))
     before = CheckResult.objects.filter(health_check__project__slug=SLUG).count()
     started = time.perf_counter()
     outcomes = []
-    for token in tokens:
+    for token, batch in batches:
         if time.perf_counter() - started > seconds:
             print(f"worker path stopped after {seconds:g} s", file=sys.stderr)
             break
-        outcomes.extend(services.run_batch(token))
+        # What the task gets from the dispatcher: the batch's token and its check ids.
+        outcomes.extend(services.run_batch(token, batch))
     elapsed = time.perf_counter() - started
     stored = CheckResult.objects.filter(health_check__project__slug=SLUG).aggregate(
         n=Count("pk"), ok=Count("pk", filter=Q(passed=True))
@@ -357,7 +402,7 @@ def worker_path(ids: list[int], seconds: float) -> float:
     latencies = [o.latency_ms for o in outcomes if o.latency_ms is not None]
     ok = sum(o.passed for o in outcomes)
     return report(
-        f"worker path run_batch x{len(tokens)} (asyncio)", len(outcomes), ok, elapsed, latencies
+        f"worker path run_batch x{len(batches)} (asyncio)", len(outcomes), ok, elapsed, latencies
     )
 
 
@@ -524,9 +569,9 @@ def main() -> int:
     phase = args.phase_seconds
     rounds = max(1, args.rounds)
     checks, probes = max(1, args.checks // rounds), max(1, args.probes // rounds)
-    # Every phase is bounded by `phase` seconds: 4 + 2 + 5 + 4 sweeps, then 5 per round.
-    with target_servers(args.targets, phase * (15 + 5 * rounds) + 60) as ports:
-        print("-- sweep: engine per-host limit (asyncio), for information")
+    # Every phase is bounded by `phase` seconds: 4 + 3 + 5 + 6 sweeps, then 6 per round.
+    with target_servers(args.targets, phase * (18 + 6 * rounds) + 60) as ports:
+        print("-- sweep: engine (http1) per-host limit (asyncio), for information")
         sweep = {
             per_host: _run_loop(
                 engine(
@@ -541,9 +586,10 @@ def main() -> int:
             f"   best here: per-host {best}; workers use engine.PER_HOST_LIMIT = "
             f"{PER_HOST_LIMIT}, and so do the final runs"
         )
-        print(f"-- bare httpx at per-host {PER_HOST_LIMIT}, for reference")
+        print(f"-- bare clients at per-host {PER_HOST_LIMIT}, for reference")
         for one_pool in (True, False):
             _run_loop(bare_httpx(ports, args.sweep, PER_HOST_LIMIT, phase, one_pool), False)
+        _run_loop(bare_http1(ports, args.sweep, PER_HOST_LIMIT, phase), False)
         print(f"-- worker path: {checks} checks in {database} (project {SLUG})")
         ids = prepare_worker_checks(ports, checks)
         with blackbox_exporter() as bb_port:
@@ -558,7 +604,7 @@ def main() -> int:
             print("-- sweep: blackbox exporter, raw driver concurrency")
             raw_sweep = {
                 raw: _run_loop(blackbox_raw(bb_port, ports, args.sweep, raw, phase), False)
-                for raw in (4, 8, 16, 32)
+                for raw in (4, 8, 16, 32, 64, 128)
             }
             raw = max(raw_sweep, key=raw_sweep.__getitem__)
 
@@ -570,14 +616,23 @@ def main() -> int:
             )
             rates: dict[str, list[float]] = {}
             for _ in range(rounds):
-                rates.setdefault("engine, asyncio", []).append(
-                    _run_loop(
-                        engine(ports, checks, PER_HOST_LIMIT, args.connections, phase, "asyncio"),
-                        False,
+                for client in ("http1", "httpx"):
+                    rates.setdefault(f"engine {client}, asyncio", []).append(
+                        _run_loop(
+                            engine(
+                                ports,
+                                checks,
+                                PER_HOST_LIMIT,
+                                args.connections,
+                                phase,
+                                "asyncio",
+                                client,
+                            ),
+                            False,
+                        )
                     )
-                )
                 if _has_uvloop():
-                    rates.setdefault("engine, uvloop", []).append(
+                    rates.setdefault("engine http1, uvloop", []).append(
                         _run_loop(
                             engine(
                                 ports, checks, PER_HOST_LIMIT, args.connections, phase, "uvloop"
@@ -601,7 +656,7 @@ def main() -> int:
     print()
     print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     for name, rate in overall.items():
-        print(f"{name:<26} {rate:8.0f}/s")
+        print(f"{name:<28} {rate:8.0f}/s")
     # "Driven as fast as it goes": the exporter is credited with its better driver.
     theirs_name = max(("blackbox, httpx driver", "blackbox, raw driver"), key=overall.__getitem__)
     theirs = overall[theirs_name]
@@ -612,7 +667,7 @@ def main() -> int:
         return overall[name] / theirs if theirs else 0.0
 
     for name in [n for n in overall if n.startswith("engine")]:
-        note = "  (not what workers run)" if "uvloop" in name else ""
+        note = "  (not what workers run)" if "uvloop" in name or "httpx" in name else ""
         print(f"   {name}: {overall[name]:.0f}/s, {ratio(name):.2f} x blackbox{note}")
     decisive = "worker path, asyncio"
     rate, times = overall[decisive], ratio(decisive)
