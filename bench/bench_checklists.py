@@ -2,7 +2,7 @@
 fast a tick reaches everyone else watching the run.
 
     .venv/bin/python bench/bench_checklists.py [--page-requests 300] [--ticks-per-client 50]
-                                               [--clients 20] [--web-workers 2]
+                                               [--clients 20] [--web-workers 2xCPUs]
                                                [--live-ticks 100] [--only live ...]
 
 Goals (issue 3):
@@ -17,7 +17,8 @@ Goals (issue 3):
 How: the script recreates its own database (DATABASE_URL, default
 postgres://postgres@127.0.0.1:5432/rc_bench_checklists) and migrates it, imports a generated
 1 MiB runbook through checklists.services.import_runbook, then starts uvicorn on 127.0.0.1
-(``--web-workers`` processes, like a replica) and measures with httpx over loopback, so the
+(``--web-workers`` processes, by default two per core as docker-compose.yml runs the web
+service) and measures with httpx over loopback, so the
 figures include the whole request path (sessions, auth, middleware, templates) and loopback.
 The run page is fetched sequentially by one logged-in client. For ticks, 20 clients (asyncio
 tasks, each with its own session) tick and untick their own items of a 1,000-item run, each
@@ -540,7 +541,8 @@ def main() -> int:
     parser.add_argument("--page-requests", type=int, default=300)
     parser.add_argument("--ticks-per-client", type=int, default=40)
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--web-workers", type=int, default=os.cpu_count() or 1)
+    # Two processes per core, as docker-compose.yml runs the web service (WEB_CONCURRENCY).
+    parser.add_argument("--web-workers", type=int, default=2 * (os.cpu_count() or 1))
     parser.add_argument("--live-ticks", type=int, default=100)
     parser.add_argument(
         "--only", action="append", choices=PARTS, help="run only this part (repeatable)"
