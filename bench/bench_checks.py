@@ -371,7 +371,10 @@ def worker_path(ids: list[int], seconds: float) -> float:
 
     from monitoring import services
     from monitoring.models import Check, CheckResult, CheckRollup
+    from releasecenter.celery import prepare_worker_process
 
+    # What a worker process does once it has started (Celery's worker_process_init).
+    prepare_worker_process()
     batches = []
     for start in range(0, len(ids), services.RUN_BATCH):
         token, batch = uuid.uuid4(), ids[start : start + services.RUN_BATCH]
