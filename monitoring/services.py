@@ -1075,26 +1075,26 @@ RESULT_COLUMNS = [
 ]
 
 
+def _result_of(outcome: Outcome, trigger: str, result_id: int | None = None) -> CheckResult:
+    return CheckResult(
+        id=result_id,
+        health_check_id=outcome.check.pk,
+        started_at=outcome.started_at,
+        passed=outcome.passed,
+        status_code=outcome.status_code,
+        latency_ms=outcome.latency_ms,
+        error=outcome.error,
+        failures=outcome.failures,
+        excerpt=outcome.excerpt,
+        details=outcome.details,
+        trigger=trigger,
+    )
+
+
 def _store_results(outcomes: Sequence[Outcome], trigger: str) -> None:
     """One result row per outcome, attached to it as ``outcome.result``."""
     if connection.vendor != "postgresql":
-        results = CheckResult.objects.bulk_create(
-            [
-                CheckResult(
-                    health_check_id=o.check.pk,
-                    started_at=o.started_at,
-                    passed=o.passed,
-                    status_code=o.status_code,
-                    latency_ms=o.latency_ms,
-                    error=o.error,
-                    failures=o.failures,
-                    excerpt=o.excerpt,
-                    details=o.details,
-                    trigger=trigger,
-                )
-                for o in outcomes
-            ]
-        )
+        results = CheckResult.objects.bulk_create([_result_of(o, trigger) for o in outcomes])
         for outcome, result in zip(outcomes, results, strict=True):
             outcome.result = result
         return
@@ -1109,39 +1109,25 @@ def _store_results(outcomes: Sequence[Outcome], trigger: str) -> None:
             [table, len(outcomes)],
         )
         ids = [row[0] for row in cursor.fetchall()]
-        rows = [
-            (
-                result_id,
-                o.check.pk,
-                o.started_at,
-                o.passed,
-                o.status_code,
-                o.latency_ms,
-                _pg_text(o.error),
-                _pg_json(o.failures),
-                _pg_text(o.excerpt),
-                _pg_json(o.details),
-                trigger,
-            )
-            for result_id, o in zip(ids, outcomes, strict=True)
-        ]
         with cursor.cursor.copy(f"COPY {quote(table)} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-    for row, outcome in zip(rows, outcomes, strict=True):
-        outcome.result = CheckResult(
-            id=row[0],
-            health_check_id=row[1],
-            started_at=outcome.started_at,
-            passed=outcome.passed,
-            status_code=outcome.status_code,
-            latency_ms=outcome.latency_ms,
-            error=outcome.error,
-            failures=outcome.failures,
-            excerpt=outcome.excerpt,
-            details=outcome.details,
-            trigger=trigger,
-        )
+            for result_id, o in zip(ids, outcomes, strict=True):
+                copy.write_row(
+                    (
+                        result_id,
+                        o.check.pk,
+                        o.started_at,
+                        o.passed,
+                        o.status_code,
+                        o.latency_ms,
+                        _pg_text(o.error),
+                        _pg_json(o.failures),
+                        _pg_text(o.excerpt),
+                        _pg_json(o.details),
+                        trigger,
+                    )
+                )
+    for result_id, outcome in zip(ids, outcomes, strict=True):
+        outcome.result = _result_of(outcome, trigger, result_id)
 
 
 def _add_to_rollups(outcomes: Sequence[Outcome]) -> None:

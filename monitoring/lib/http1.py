@@ -339,6 +339,15 @@ class _Connection(asyncio.Protocol):
         self.body += data
         return False
 
+    def _take_remaining(self, buffer: bytearray) -> bool:
+        """Move up to ``remaining`` bytes (of a sized body or a chunk) from the buffer into the
+        body; True when the cap is exceeded (stop reading)."""
+        take = min(self.remaining, len(buffer))
+        chunk = buffer[:take]
+        del buffer[:take]
+        self.remaining -= take
+        return self._take_body(chunk)
+
     def _advance(self) -> None:
         buffer = self.buffer
         while True:
@@ -359,11 +368,7 @@ class _Connection(asyncio.Protocol):
             elif state == _LENGTH:
                 if not buffer:
                     return
-                take = min(self.remaining, len(buffer))
-                chunk = buffer[:take]
-                del buffer[:take]
-                self.remaining -= take
-                if self._take_body(chunk):
+                if self._take_remaining(buffer):
                     self._finish(keep=False)
                     return
                 if self.remaining == 0:
@@ -390,11 +395,7 @@ class _Connection(asyncio.Protocol):
             elif state == _CHUNK_DATA:
                 if not buffer:
                     return
-                take = min(self.remaining, len(buffer))
-                chunk = buffer[:take]
-                del buffer[:take]
-                self.remaining -= take
-                if self._take_body(chunk):
+                if self._take_remaining(buffer):
                     self._finish(keep=False)
                     return
                 if self.remaining == 0:

@@ -85,9 +85,10 @@ GATE_RUNBOOK = """# Go-live
 """
 
 
-@pytest.fixture
-def gated(personas):
-    template = checklists.import_runbook(personas.admin, personas.project, GATE_RUNBOOK).template
+def in_review_in_production(personas, runbook: str):
+    """A release for production only, in review, whose checklist is this runbook: the release,
+    its target and the target's run items."""
+    template = checklists.import_runbook(personas.admin, personas.project, runbook).template
     services.update_policy(
         personas.admin,
         personas.membership(personas.admin),
@@ -97,7 +98,12 @@ def gated(personas):
     release = make_release(personas, environments=["production"])
     services.submit_for_review(personas.member, personas.membership(personas.member), release)
     target = ReleaseTarget.objects.get(release=release)
-    items = RunItem.objects.filter(run__in=target.runs.all())
+    return release, target, RunItem.objects.filter(run__in=target.runs.all())
+
+
+@pytest.fixture
+def gated(personas):
+    release, _target, items = in_review_in_production(personas, GATE_RUNBOOK)
     checklists.tick(
         personas.member, items.get(item__text="Restore rehearsed"), expected_version=None
     )
@@ -239,17 +245,7 @@ def test_timeline_shows_state_changes_of_the_release_environments_checks(client,
 @pytest.fixture
 def accepted(personas):
     """Production's NO-GO gate ticked and its CONDITIONAL gate accepted for two days."""
-    template = checklists.import_runbook(personas.admin, personas.project, RUNBOOK).template
-    services.update_policy(
-        personas.admin,
-        personas.membership(personas.admin),
-        personas.production,
-        checklist_templates=[template],
-    )
-    release = make_release(personas, environments=["production"])
-    services.submit_for_review(personas.member, personas.membership(personas.member), release)
-    target = ReleaseTarget.objects.get(release=release)
-    run_items = RunItem.objects.filter(run__in=target.runs.all())
+    release, target, run_items = in_review_in_production(personas, RUNBOOK)
     checklists.tick(
         personas.member,
         run_items.get(item__text="Database backup verified"),
