@@ -75,3 +75,12 @@ def test_unknown_pages_and_the_anonymous_stream_answer_as_before():
     assert status == 404
     status, _headers, body = request("/events/stream")
     assert status == 401 and b"Log in" in body
+
+
+def test_a_malformed_switch_interval_stops_the_web_process_with_a_clear_message(monkeypatch):
+    for raw in ("fast", "0", "-1", "5"):
+        monkeypatch.setenv("WEB_GIL_SWITCH_INTERVAL", raw)
+        with pytest.raises(SystemExit, match="WEB_GIL_SWITCH_INTERVAL must be seconds"):
+            asgi._switch_interval()
+    monkeypatch.setenv("WEB_GIL_SWITCH_INTERVAL", "0.002")
+    assert asgi._switch_interval() == 0.002
