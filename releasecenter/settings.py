@@ -127,10 +127,18 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'releasecenter.sqlite3'}")
 }
+SQLITE_OPTIONS = {
+    "timeout": 20,
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+}
 DATABASES["default"].setdefault("CONN_MAX_AGE", 0)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # Web, worker and beat share the file; wait for a lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Web, worker and beat share the file; wait for a lock instead of failing at once. A
+    # transaction that read first and then writes cannot wait for the lock (SQLite fails it at
+    # once, "database is locked", to avoid a deadlock), so transactions take the write lock when
+    # they begin (IMMEDIATE). WAL lets readers go on while one of them writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(SQLITE_OPTIONS)
 elif env.bool("DATABASE_POOL", default=True):
     # A psycopg connection pool per process: opening a PostgreSQL connection per request costs
     # several milliseconds, and under ASGI Django's persistent connections are not an option.
