@@ -824,8 +824,6 @@ def _locked_item(
         )
     row = rows.get(pk=run_item_pk)
     if run is not None:
-        if row.run_id != run.pk:
-            raise RunItem.DoesNotExist("That item belongs to another run.")
         row.run = run
     return row
 

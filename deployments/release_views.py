@@ -266,17 +266,15 @@ def _detail_context(release: Release, membership: Membership, csrf_token: str) -
     run_topics = [f"run:{pk}" for pk in run_ids]
     snapshots = gather_release(release, now)
     columns = [_column(t, snapshots[t.pk], membership, now, run_progress) for t in targets]
-    urls = {
-        name.replace("-", "_"): reverse(f"release-{name}", args=[release.project.slug, release.pk])
-        for name in ("accept-risk", "acknowledge", "signoff")
-    }
-    default_expiry = (now + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M")
+    is_lead = membership.has_role(Membership.Role.LEAD)
+    args = [release.project.slug, release.pk]
+    # Reversed once here, not per gate.
     gate_ctx = release_render.GateContext(
-        is_lead=membership.has_role(Membership.Role.LEAD),
+        is_lead=is_lead,
         csrf_token=csrf_token,
-        accept_risk_url=urls["accept_risk"],
-        acknowledge_url=urls["acknowledge"],
-        default_expiry=default_expiry,
+        accept_risk_url=reverse("release-accept-risk", args=args),
+        acknowledge_url=reverse("release-acknowledge", args=args),
+        default_expiry=(now + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
     )
     for column in columns:
         column["gates_html"] = release_render.gates(
@@ -299,7 +297,7 @@ def _detail_context(release: Release, membership: Membership, csrf_token: str) -
         "release": release,
         "project": release.project,
         "membership": membership,
-        "is_lead": membership.has_role(Membership.Role.LEAD),
+        "is_lead": is_lead,
         "columns": columns,
         "timeline": timeline_entries,
         "timeline_html": release_render.timeline(timeline_entries),
@@ -307,10 +305,8 @@ def _detail_context(release: Release, membership: Membership, csrf_token: str) -
         "run_topics": run_topics,
         "last_event_id": events.stream_cursor(*topics),
         "deploy_button": _deploy_button_template(),
-        "urls": urls,
-        "risk_form": forms.RiskAcceptanceForm(),
+        "urls": {"signoff": reverse("release-signoff", args=args)},
         "now": now,
-        "default_expiry": default_expiry,
     }
 
 

@@ -1432,20 +1432,15 @@ def take_batch(token: uuid.UUID | str, ids: Sequence[int] | None = None) -> list
         table = Check._meta.db_table
         # One statement: it locks the rows it clears, so a redelivered task running at the same
         # time waits for it and then finds no row with the token.
-        if ids is not None:
-            sql = (
-                f"UPDATE {table} SET dispatch_token = NULL "  # noqa: S608
-                "WHERE id = ANY(%s::bigint[]) AND dispatch_token = %s RETURNING id"
-            )
-            params: list[Any] = [_id_array(ids), token]
-        else:
-            sql = (
-                f"UPDATE {table} SET dispatch_token = NULL "  # noqa: S608
-                "WHERE dispatch_token = %s RETURNING id"
-            )
-            params = [token]
+        narrow, params = (
+            ("id = ANY(%s::bigint[]) AND ", [_id_array(ids)]) if ids is not None else ("", [])
+        )
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(
+                f"UPDATE {table} SET dispatch_token = NULL "  # noqa: S608
+                f"WHERE {narrow}dispatch_token = %s RETURNING id",
+                [*params, token],
+            )
             return sorted(row[0] for row in cursor.fetchall())
     with transaction.atomic():
         batch = Check.objects.select_for_update().filter(dispatch_token=token)

@@ -6,8 +6,8 @@ of connections instead of opening one per check; `run_checks(specs)` is a runner
 of checks. The client is `monitoring.lib.http1`, a small HTTP/1.1 client on asyncio protocols
 (the engine runs 6-10 times as many checks per second through it as through httpx; see its
 docstring); `http_client="httpx"` runs the same checks through httpx and `make_client`
-instead, and so does a policy whose httpx client is passed in. Three limits, shared by everything that runs through the same runner, keep one
-bad target from hurting the rest:
+instead, and so does a policy whose httpx client is passed in. Three limits, shared by
+everything that runs through the same runner, keep one bad target from hurting the rest:
 
 * a semaphore per scheme://host:port caps how many checks hit one target at once, so a slow
   service does not take every pooled connection;
