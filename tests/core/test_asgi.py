@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from asgiref.testing import ApplicationCommunicator
+from django.test import override_settings
 
 from releasecenter import asgi
 
@@ -18,7 +20,46 @@ def test_only_async_views_take_the_async_chain():
     assert asgi._serves_async_view("/no/such/page/") is False
 
 
-def request(path: str, method: str = "GET", headers: list | None = None) -> tuple[int, dict, bytes]:
+class ModeProbe:
+    """A middleware that can run in both modes and notes which one a request took."""
+
+    sync_capable = async_capable = True
+    seen: list[str] = []
+
+    def __init__(self, get_response) -> None:  # noqa: ANN001
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):  # noqa: ANN001, ANN204
+        if self.async_mode:
+            return self._acall(request)
+        ModeProbe.seen.append("sync")
+        return self.get_response(request)
+
+    async def _acall(self, request):  # noqa: ANN001, ANN202
+        ModeProbe.seen.append("async")
+        return await self.get_response(request)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_views_take_the_sync_chain_and_the_stream_the_async_one(settings):
+    probe = f"{__name__}.ModeProbe"
+    with override_settings(MIDDLEWARE=[probe, *settings.MIDDLEWARE]):
+        handler = asgi.Handler()
+    ModeProbe.seen = []
+    status, _headers, _body = request("/login/", app=handler)
+    assert status == 200
+    status, _headers, _body = request("/events/stream", app=handler)
+    assert status == 401
+    # Django's stock ASGIHandler would have taken the async chain both times.
+    assert ModeProbe.seen == ["sync", "async"]
+
+
+def request(
+    path: str, method: str = "GET", headers: list | None = None, app=None
+) -> tuple[int, dict, bytes]:
     async def call() -> tuple[int, dict, bytes]:
         scope = {
             "type": "http",
@@ -34,16 +75,16 @@ def request(path: str, method: str = "GET", headers: list | None = None) -> tupl
             "client": ("127.0.0.1", 50000),
             "server": ("127.0.0.1", 8000),
         }
-        app = ApplicationCommunicator(asgi.application, scope)
-        await app.send_input({"type": "http.request", "body": b"", "more_body": False})
-        start = await app.receive_output(10)
+        app_ = ApplicationCommunicator(app or asgi.application, scope)
+        await app_.send_input({"type": "http.request", "body": b"", "more_body": False})
+        start = await app_.receive_output(10)
         body = b""
         while True:
-            message = await app.receive_output(10)
+            message = await app_.receive_output(10)
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        await app.wait(10)
+        await app_.wait(10)
         return start["status"], {k.lower(): v for k, v in start["headers"]}, body
 
     return asyncio.run(call())
