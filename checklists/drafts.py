@@ -131,8 +131,18 @@ class Draft:
 # --- from the parser -----------------------------------------------------------------------
 
 
-def _commands(commands: list[Command]) -> list[dict[str, str]]:
-    return [{"language": c.language, "code": c.code} for c in commands]
+def _commands(commands: list[Command]) -> list[dict[str, Any]]:
+    """Commands as stored: language and code, a label when one names the block, and
+    ``inline`` for a block that stands in the notes' text (shown there, not again below)."""
+    rows: list[dict[str, Any]] = []
+    for c in commands:
+        row: dict[str, Any] = {"language": c.language, "code": c.code}
+        if c.label:
+            row["label"] = c.label
+        if c.inline:
+            row["inline"] = True
+        rows.append(row)
+    return rows
 
 
 def _item_from_parsed(item: ParsedItem) -> ItemNode:
@@ -173,8 +183,16 @@ def from_parsed(runbook: ParsedRunbook) -> Draft:
 # --- to the exporter -----------------------------------------------------------------------
 
 
-def _parsed_commands(rows: list[dict[str, str]]) -> list[Command]:
-    return [Command(language=r.get("language", ""), code=r.get("code", "")) for r in rows]
+def _parsed_commands(rows: list[dict[str, Any]]) -> list[Command]:
+    return [
+        Command(
+            language=r.get("language", ""),
+            code=r.get("code", ""),
+            label=r.get("label", ""),
+            inline=bool(r.get("inline")),
+        )
+        for r in rows
+    ]
 
 
 def _item_to_parsed(node: ItemNode) -> ParsedItem:

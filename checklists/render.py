@@ -49,13 +49,15 @@ def _csrf(ctx: ItemContext) -> str:
 
 
 def _commands(commands: list[dict[str, str]]) -> str:
+    # An inline command stands in the notes' text (its numbered step), shown there already.
     return "".join(
         format_html(
             '<figure class="command"><figcaption>{}</figcaption><pre><code>{}</code></pre></figure>',
-            c.get("language") or "command",
+            " · ".join(filter(None, (c.get("label"), c.get("language") or "command"))),
             c.get("code", ""),
         )
         for c in commands or ()
+        if not c.get("inline")
     )
 
 

@@ -34,6 +34,7 @@ from .markdown_import import (
     ParsedSection,
     due_offset_in_text,
     format_due_offset,
+    item_severity_in_text,
     severity_in_text,
     signoff_roles_in_sections,
 )
@@ -94,8 +95,9 @@ def _markers(
     due: int | None,
     inherited_severity: str,
     inherited_due: int | None,
+    kind: str = "heading",
 ) -> str:
-    words = severity_in_text(text)
+    words = (item_severity_in_text if kind == "item" else severity_in_text)(text)
     implied_severity = inherited_severity if words == SEVERITY_NONE else words
     found_due = due_offset_in_text(text)
     implied_due = inherited_due if found_due is None else found_due
@@ -120,6 +122,12 @@ def _fence(code: str, language: str, indent: str) -> list[str]:
         lines += [f"{indent}{line}" if line else "" for line in code.split("\n")]
     lines.append(f"{indent}{marker}")
     return lines
+
+
+def _label(label: str) -> list[str]:
+    """A command's label as the importer reads it back: a bold line right above the fence."""
+    text = _one_line(label).replace("*", "").replace("_", " ").strip().rstrip(":").strip()
+    return [f"**{text}:**"] if text else []
 
 
 def _indented(block: str, indent: str) -> list[str]:
@@ -158,7 +166,10 @@ class _Writer:
             self.blocks.append(section.notes.strip("\n").split("\n"))
         # Section commands go before the items: a fence after an item would belong to it.
         for command in section.commands:
-            self.blocks.append(_fence(command.code, command.language, ""))
+            if command.inline:
+                continue  # it stands in the notes, where it was written
+            label = _label(command.label)
+            self.blocks.append(label + _fence(command.code, command.language, ""))
         if section.items:
             lines: list[str] = []
             for item in section.items:
@@ -176,7 +187,7 @@ class _Writer:
         due: int | None,
     ) -> None:
         text = _one_line(item.text) or _EMPTY_ITEM_TEXT
-        marks = _markers(text, item.severity, item.due_offset_minutes, severity, due)
+        marks = _markers(text, item.severity, item.due_offset_minutes, severity, due, "item")
         owner = _one_line(item.owner_role)
         if owner:
             marks += f" [owner: {owner}]"
@@ -190,6 +201,7 @@ class _Writer:
             lines += _indented(item.details, body_indent)
         for command in item.commands:
             lines.append("")
+            lines += [f"{body_indent}{line}" for line in _label(command.label)]
             lines += _fence(command.code, command.language, body_indent)
         if item.details.strip() or item.commands:
             lines.append("")

@@ -7,25 +7,32 @@ the tokens (``token.map``) give back everything else verbatim as section notes a
 
 Conventions recognised on top of plain Markdown:
 
-* severity words in a heading or an item (NO-GO / NO GO / CRITICAL, CONDITIONAL, WARNING, and
-  the emoji 🛑 ⛔ ⚠️) set the item's severity; a heading's severity reaches every item beneath it;
+* gates come only from explicit markers, never from a word in passing ("Test critical user
+  flows" is no gate): a severity word in a heading (NO-GO / NO GO, CONDITIONAL, WARNING, and
+  CRITICAL in capitals), in an item a tag — ``(NO-GO)``, ``[WARNING]``, ``(CONDITIONAL - …)``
+  or a leading ``WARNING:`` —, the emoji 🛑 ⛔ ⚠️, and a table with a Severity column (each
+  row an item). A heading's severity reaches every item beneath it. Each marker is reported
+  with its line (``ParsedRunbook.gates``) so a person can check them, and ``not_gates`` (line
+  numbers) makes the parse ignore the ones that were not meant as gates;
 * time phases (``T-2 hours``, ``T-0``, ``T+15 minutes``, ``T-30m``, ``T-1 day``) in a heading or
   an item set the due offset in minutes relative to the planned start;
 * a trailing ``[severity: warning]`` / ``[due: T-30 minutes]`` on an item or heading states the
   value explicitly (the exporter writes these when the text alone would say something else) and
   is removed from the text; on an item, ``[owner: DevOps Engineer]`` and ``[evidence: required]``
   carry the fields that plain Markdown has no words for, so an export imports back whole;
-* a sign-off / approval section lists roles as ``Role: ____ Date: ____`` lines.
+* a sign-off / approval section lists roles as ``Role: ____ Date: ____`` lines, also written
+  as task lines; they are roles to sign, never items to tick;
+* a one-line label right above a fence (``**DHL Configuration:**``, ``For Production:``) is the
+  command's label, and a fence inside a plain numbered or bulleted step stays in that step
+  (a command shown in the notes where it stands, ``Command.inline``).
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 import textwrap
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,6 +44,7 @@ from .mojibake import repair_mojibake
 
 __all__ = [
     "MAX_RUNBOOK_BYTES",
+    "GateMarker",
     "SEVERITIES",
     "Command",
     "ParsedItem",
@@ -47,6 +55,7 @@ __all__ = [
     "due_offset_in_text",
     "format_due_offset",
     "is_signoff_title",
+    "item_severity_in_text",
     "parse_runbook",
     "severity_in_text",
     "signoff_roles_in_sections",
@@ -71,6 +80,22 @@ class RunbookImportError(ValueError):
 class Command:
     language: str
     code: str
+    # The line that names the block ("DHL Configuration", "For Production", the step's title).
+    label: str = ""
+    # Stands inside the notes' text (in a plain numbered step), so it is shown there.
+    inline: bool = False
+
+
+@dataclass
+class GateMarker:
+    """What made a gate: the marker, its 1-based line, and how many items it gave a severity."""
+
+    line: int
+    marker: str
+    severity: str
+    source: str  # "heading", "item" or "table"
+    text: str
+    items: int = 0
 
 
 @dataclass
@@ -120,6 +145,7 @@ class ParsedRunbook:
     sections: list[ParsedSection] = field(default_factory=list)
     signoff_roles: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    gates: list[GateMarker] = field(default_factory=list)
 
     def iter_sections(self) -> Iterator[ParsedSection]:
         for section in self.sections:
@@ -166,12 +192,28 @@ class ParsedRunbook:
             sections=[_section_from_dict(s) for s in data.get("sections") or ()],
             signoff_roles=[str(r) for r in data.get("signoff_roles") or ()],
             warnings=[str(w) for w in data.get("warnings") or ()],
+            gates=[
+                GateMarker(
+                    line=int(g.get("line") or 0),
+                    marker=str(g.get("marker") or ""),
+                    severity=str(g.get("severity") or SEVERITY_NONE),
+                    source=str(g.get("source") or ""),
+                    text=str(g.get("text") or ""),
+                    items=int(g.get("items") or 0),
+                )
+                for g in data.get("gates") or ()
+            ],
         )
 
 
 def _commands_from_dicts(rows: Any) -> list[Command]:
     return [
-        Command(language=str(c.get("language") or ""), code=str(c.get("code") or ""))
+        Command(
+            language=str(c.get("language") or ""),
+            code=str(c.get("code") or ""),
+            label=str(c.get("label") or ""),
+            inline=bool(c.get("inline")),
+        )
         for c in rows or ()
     ]
 
@@ -205,20 +247,56 @@ def _section_from_dict(data: Mapping[str, Any]) -> ParsedSection:
 
 # --- words and phases -----------------------------------------------------------------------
 
-# "No go-live today" is not a gate, hence the lookarounds that refuse a hyphenated word.
-_SEVERITY_PATTERNS = (
-    (SEVERITY_NO_GO, re.compile(r"(?<![\w-])(?:no[\s_-]?go|critical)(?![\w-])|🛑|⛔", re.I)),
-    (SEVERITY_CONDITIONAL, re.compile(r"(?<![\w-])conditional(?![\w-])", re.I)),
-    (SEVERITY_WARNING, re.compile(r"(?<![\w-])warning(?![\w-])|⚠", re.I)),
+# In a heading, a severity word anywhere is a marker ("GATE-002 (CRITICAL - NO-GO)"); "critical"
+# only in capitals, since "Critical path" is a topic, not a gate. "No go-live today" is not a
+# gate either, hence the lookarounds that refuse a hyphenated word.
+_NO_GO_WORD = r"(?<![\w-])(?:(?i:no[\s_-]?go)|CRITICAL)(?![\w-])"
+_CONDITIONAL_WORD = r"(?<![\w-])(?i:conditional)(?![\w-])"
+_WARNING_WORD = r"(?<![\w-])(?i:warning)(?![\w-])"
+_HEADING_SEVERITY = (
+    (SEVERITY_NO_GO, re.compile(f"{_NO_GO_WORD}|🛑|⛔")),
+    (SEVERITY_CONDITIONAL, re.compile(_CONDITIONAL_WORD)),
+    (SEVERITY_WARNING, re.compile(f"{_WARNING_WORD}|⚠")),
+)
+# In an item only a tag counts: the word opening a bracket or parenthesis ("(NO-GO)",
+# "[WARNING]", "(CONDITIONAL - staging only)") or the item ("WARNING: …", "**NO-GO:** …"), and
+# the emoji. "Test critical user flows" or "fix compiler warnings" stay plain steps.
+_TAG = r"(?:[\(\[]\s*(?:{word})(?:\s*[-–—:,][^\)\]]*)?\s*[\)\]]|^[*_]*\s*(?:{word})\s*[*_]*\s*:)"
+_ANY_CASE_NO_GO = r"(?<![\w-])(?i:no[\s_-]?go|critical)(?![\w-])"
+_ITEM_SEVERITY = (
+    (SEVERITY_NO_GO, re.compile(_TAG.format(word=_ANY_CASE_NO_GO) + "|🛑|⛔")),
+    (SEVERITY_CONDITIONAL, re.compile(_TAG.format(word=_CONDITIONAL_WORD))),
+    (SEVERITY_WARNING, re.compile(_TAG.format(word=_WARNING_WORD) + "|⚠")),
 )
 
 
+def _severity_marker(text: str, patterns: tuple) -> tuple[str, str]:
+    for severity, pattern in patterns:
+        match = pattern.search(text)
+        if match is not None:
+            return severity, match.group(0).strip()
+    return SEVERITY_NONE, ""
+
+
 def severity_in_text(text: str) -> str:
-    """The strongest severity word in ``text``, or ``"none"``."""
-    for severity, pattern in _SEVERITY_PATTERNS:
-        if pattern.search(text):
-            return severity
-    return SEVERITY_NONE
+    """The strongest severity a heading's ``text`` declares, or ``"none"``."""
+    return _severity_marker(text, _HEADING_SEVERITY)[0]
+
+
+def item_severity_in_text(text: str) -> str:
+    """The strongest severity an item's ``text`` declares with a tag, or ``"none"``."""
+    return _severity_marker(text, _ITEM_SEVERITY)[0]
+
+
+_TABLE_SEVERITY_HEADERS = frozenset({"severity", "gate", "level of gate"})
+
+
+def _table_cell_severity(cell: str) -> str:
+    words = cell.strip().strip("*_`").strip()
+    found, _marker = _severity_marker(words, _HEADING_SEVERITY)
+    if found == SEVERITY_NONE and re.fullmatch(r"(?i:critical|blocker|blocking)", words):
+        return SEVERITY_NO_GO
+    return found
 
 
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440, "w": 10080}
@@ -268,12 +346,18 @@ class _Markers:
     evidence_required: bool = False
 
 
+NO_MARKERS = _Markers()
+
+
 def strip_markers(text: str, kinds: frozenset[str] = HEADING_MARKERS) -> tuple[str, _Markers]:
     """Remove trailing markers of the given ``kinds`` (``[severity: …]``, ``[due: …]``, and for
-    items ``[owner: …]``, ``[evidence: required]``) and return what they said."""
+    items ``[owner: …]``, ``[evidence: required]``) and return what they said (the shared
+    ``NO_MARKERS`` when there are none: a big runbook's lines mostly have none)."""
+    match = _MARKER.search(text)
+    if match is None:
+        return text, NO_MARKERS
     markers = _Markers()
     while True:
-        match = _MARKER.search(text)
         if match is None:
             return text, markers
         kind, value = match.group(1).lower(), match.group(2).strip().lower()
@@ -295,6 +379,7 @@ def strip_markers(text: str, kinds: frozenset[str] = HEADING_MARKERS) -> tuple[s
         else:
             return text, markers
         text = text[: match.start()]
+        match = _MARKER.search(text)
 
 
 _SIGNOFF_TITLE = re.compile(r"sign[\s-]?off|approval", re.I)
@@ -396,14 +481,10 @@ class _Mark:
 
 _HEADING = _Mark("heading")
 _FENCE = _Mark("fence")
+_LABEL = _Mark("command label")
+_TABLE = _Mark("gate table")
 _ITEM_TEXT = _Mark("item text")
 _FRONT_MATTER = _Mark("front matter")
-
-
-@dataclass
-class _RawItem:
-    item: ParsedItem
-    markers: _Markers
 
 
 @dataclass
@@ -412,6 +493,26 @@ class _RawSection:
     markers: _Markers
     start: int
     end: int = -1
+
+
+class _PlainItem:
+    """A list item without a checkbox (a numbered step, a bullet): its first line names it."""
+
+    __slots__ = ("label",)
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+
+# A one-line label above a fence: "**DHL Configuration:**", "__Dry run__", "For Production:".
+_LABEL_LINE = re.compile(
+    r"(?:\*\*|__)(?P<bold>[^*_\n]{1,100}?)(?:\*\*|__)\s*:?|(?P<plain>[^\n]{1,80}):"
+)
+_STEP_PREFIX = re.compile(r"^(?:\*\*|__)(.+?)(?:\*\*|__)\s*:?$")
+
+
+def _open_task(list_items: list[ParsedItem | _PlainItem | None]) -> ParsedItem | None:
+    return next((i for i in reversed(list_items) if isinstance(i, ParsedItem)), None)
 
 
 class _TreeBuilder:
@@ -426,7 +527,14 @@ class _TreeBuilder:
         self.open_headings: list[_RawSection] = []
         self.raw_sections: list[_RawSection] = [self.root]
         self.section_markers: dict[int, _Markers] = {id(self.root.section): self.root.markers}
-        self.raw_items: dict[int, _RawItem] = {}
+        # 1-based source line of each heading and item, for the gate report.
+        self.lines_of: dict[int, int] = {}
+        self.items: list[ParsedItem] = []
+        # Only items that carry markers: most have none, and a 1 MiB runbook has 12,000 items.
+        self.item_markers: dict[int, _Markers] = {}
+        # Items from a table's rows: the severity its Severity cell names, and that cell.
+        self.table_severity: dict[int, tuple[str, str]] = {}
+        self.table_items: set[int] = set()
         self.front_matter = ""
         self.hidden_task_lines = 0
         self.first_heading_title: str | None = None
@@ -438,9 +546,13 @@ class _TreeBuilder:
         start, end = token.map
         self.owner[start:end] = [owner] * (end - start)
 
+    def in_signoff(self) -> bool:
+        return any(is_signoff_title(raw.section.title) for raw in self.open_headings)
+
     def build(self, tokens: list[Token]) -> None:
-        # Open list items, innermost last; the task item is None for plain bullets.
-        list_items: list[ParsedItem | None] = []
+        # Open list items, innermost last; plain bullets and steps are _PlainItem (or None
+        # when they have no text of their own).
+        list_items: list[ParsedItem | _PlainItem | None] = []
         for index, token in enumerate(tokens):
             kind = token.type
             if token.level == 0 and token.nesting != -1 and kind != "heading_open":
@@ -457,9 +569,13 @@ class _TreeBuilder:
             elif kind == "list_item_close":
                 list_items.pop()
             elif kind == "fence":
-                self.add_command(token, list_items)
+                self.add_command(tokens, index, list_items)
+            elif kind == "table_open" and token.level == 0:
+                self.add_table(tokens, index)
             elif kind == "html_block":
                 self.hidden_task_lines += len(_TASK_LINE.findall(token.content))
+
+    def finish(self) -> None:
         self.current.end = len(self.lines)
 
     def open_section(self, token: Token, content: str) -> None:
@@ -481,6 +597,7 @@ class _TreeBuilder:
             self.open_headings[-1].section.children.append(section)
         else:
             self.top_level.append(section)
+        self.lines_of[id(section)] = token.map[0] + 1
         raw = _RawSection(section, markers, start=token.map[1])
         self.section_markers[id(section)] = markers
         self.open_headings.append(raw)
@@ -488,13 +605,19 @@ class _TreeBuilder:
         self.current = raw
 
     def open_item(
-        self, tokens: list[Token], index: int, list_items: list[ParsedItem | None]
-    ) -> ParsedItem | None:
+        self, tokens: list[Token], index: int, list_items: list[ParsedItem | _PlainItem | None]
+    ) -> ParsedItem | _PlainItem | None:
         if index + 2 >= len(tokens) or tokens[index + 1].type != "paragraph_open":
             return None
         paragraph = tokens[index + 2].content
         match = _TASK_MARKER.match(paragraph)
         if match is None:
+            first = paragraph.split("\n", 1)[0].strip()
+            step = _STEP_PREFIX.match(first)
+            return _PlainItem(step.group(1).strip() if step else first)
+        if self.in_signoff() and _role_from_line(paragraph.split("\n", 1)[0]):
+            # "- [ ] Backend Engineer: ____ Date: ____" is a role to sign, not a step to tick;
+            # the line stays in the section's notes, where the roles are read from.
             return None
         body = " ".join(line.strip() for line in paragraph[match.end() :].split("\n"))
         text, markers = strip_markers(body.strip(), ITEM_MARKERS)
@@ -504,8 +627,12 @@ class _TreeBuilder:
             owner_role=markers.owner or "",
             evidence_required=markers.evidence_required,
         )
-        self.raw_items[id(item)] = _RawItem(item, markers)
-        parent = next((i for i in reversed(list_items) if i is not None), None)
+        self.items.append(item)
+        if markers is not NO_MARKERS:
+            self.item_markers[id(item)] = markers
+        if tokens[index].map is not None:
+            self.lines_of[id(item)] = tokens[index].map[0] + 1
+        parent = _open_task(list_items)
         if parent is not None:
             parent.children.append(item)
         else:
@@ -514,15 +641,30 @@ class _TreeBuilder:
         self.claim(tokens[index + 1], _ITEM_TEXT)
         return item
 
-    def add_command(self, token: Token, list_items: list[ParsedItem | None]) -> None:
-        self.claim(token, _FENCE)
+    def add_command(
+        self, tokens: list[Token], index: int, list_items: list[ParsedItem | _PlainItem | None]
+    ) -> None:
+        token = tokens[index]
         info = token.info.strip()
         command = Command(
             language=info.split(maxsplit=1)[0] if info else "",
             code=token.content.removesuffix("\n"),
         )
-        enclosing = next((i for i in reversed(list_items) if i is not None), None)
+        label_paragraph = self.label_above(tokens, index)
+        enclosing = _open_task(list_items)
         section = self.current.section
+        innermost = list_items[-1] if list_items else None
+        if enclosing is None and isinstance(innermost, _PlainItem):
+            # A fence inside a plain numbered step ("2. **Execute Rollback**") belongs to that
+            # step: it stays in the notes' text where it stands, and is counted as a command.
+            command.inline = True
+            command.label = innermost.label
+            section.commands.append(command)
+            return
+        self.claim(token, _FENCE)
+        if label_paragraph is not None:
+            opening, command.label = label_paragraph
+            self.claim(opening, _LABEL)
         if enclosing is not None:
             enclosing.commands.append(command)
         elif section.items:
@@ -530,6 +672,71 @@ class _TreeBuilder:
             section.items[-1].commands.append(command)
         else:
             section.commands.append(command)
+
+    def label_above(self, tokens: list[Token], index: int) -> tuple[Token, str] | None:
+        """The one-line paragraph right above the fence (no blank line between) and its text,
+        when it reads as a label; its line then goes with the command instead of the notes."""
+        fence = tokens[index]
+        if index < 3 or fence.map is None or tokens[index - 1].type != "paragraph_close":
+            return None
+        opening, inline = tokens[index - 3], tokens[index - 2]
+        if (
+            opening.type != "paragraph_open"
+            or opening.map is None
+            or opening.map[1] != fence.map[0]
+            or opening.map[1] - opening.map[0] != 1
+        ):
+            return None
+        match = _LABEL_LINE.fullmatch(inline.content.strip())
+        if match is None:
+            return None
+        label = (match.group("bold") or match.group("plain") or "").strip().rstrip(":").strip()
+        if not label or _TASK_MARKER.match(label):
+            return None
+        return opening, label
+
+    def add_table(self, tokens: list[Token], index: int) -> None:
+        """A table with a Severity column lists gates: each row becomes an item."""
+        rows: list[tuple[Token, list[str]]] = []
+        position = index + 1
+        row: list[str] | None = None
+        row_token: Token | None = None
+        while position < len(tokens) and tokens[position].type != "table_close":
+            current = tokens[position]
+            if current.type == "tr_open":
+                row, row_token = [], current
+            elif current.type == "inline" and row is not None:
+                row.append(current.content.strip())
+            elif current.type == "tr_close" and row is not None and row_token is not None:
+                rows.append((row_token, row))
+                row = None
+            position += 1
+        if len(rows) < 2:
+            return
+        header = [cell.strip("*_` ").casefold() for cell in rows[0][1]]
+        column = next((i for i, h in enumerate(header) if h in _TABLE_SEVERITY_HEADERS), None)
+        if column is None:
+            return
+        self.claim(tokens[index], _TABLE)
+        names = rows[0][1]
+        for row_token, cells in rows[1:]:
+            texts = [(i, c) for i, c in enumerate(cells) if i != column and c]
+            if not texts:
+                continue
+            first = texts[0][0]
+            details = "\n".join(
+                f"{names[i].strip('*_ ')}: {c}" for i, c in texts[1:] if i < len(names)
+            )
+            item = ParsedItem(text=cells[first], details=details)
+            self.items.append(item)
+            self.table_items.add(id(item))
+            self.current.section.items.append(item)
+            severity = _table_cell_severity(cells[column]) if column < len(cells) else "none"
+            if severity != SEVERITY_NONE and row_token.map is not None:
+                self.table_severity[id(item)] = (severity, cells[column])
+            if row_token.map is not None:
+                self.lines_of[id(item)] = row_token.map[0] + 1
+                self.claim(row_token, _ITEM_TEXT)
 
     def owned_lines(self) -> dict[int, list[int]]:
         owned: dict[int, list[int]] = {}
@@ -561,32 +768,68 @@ class _TreeBuilder:
         return "\n".join(out)
 
 
-def _apply_inheritance(
-    builder: _TreeBuilder,
-    section: ParsedSection,
-    markers: _Markers,
-    inherited_severity: str,
-    inherited_due: int | None,
-) -> None:
-    section.severity = _own_severity(section.title, markers) or inherited_severity
-    section.due_offset_minutes = _own_due(section.title, markers, inherited_due)
-    for item in section.items:
-        _apply_item_inheritance(builder, item, section.severity, section.due_offset_minutes)
-    for child in section.children:
-        _apply_inheritance(
-            builder,
-            child,
-            builder.section_markers[id(child)],
-            section.severity,
-            section.due_offset_minutes,
-        )
+class _GateReport:
+    """The markers that made gates, and the lines a person said are no gates."""
 
+    def __init__(self, builder: _TreeBuilder, not_gates: frozenset[int]) -> None:
+        self.builder = builder
+        self.not_gates = not_gates
+        self.markers: list[GateMarker] = []
 
-def _own_severity(text: str, markers: _Markers) -> str | None:
-    if markers.severity is not None:
-        return markers.severity
-    found = severity_in_text(text)
-    return None if found == SEVERITY_NONE else found
+    def own(
+        self, node: object, text: str, markers: _Markers, source: str
+    ) -> tuple[str | None, GateMarker | None]:
+        """The severity ``node`` declares itself (None: it inherits) and the marker that did."""
+        line = self.builder.lines_of.get(id(node), 0)
+        if line in self.not_gates:
+            return SEVERITY_NONE, None
+        if markers.severity is not None:
+            severity, marker = markers.severity, f"[severity: {markers.severity}]"
+        elif id(node) in self.builder.table_severity:
+            severity, marker = self.builder.table_severity[id(node)]
+            source = "table"
+        else:
+            patterns = _HEADING_SEVERITY if source == "heading" else _ITEM_SEVERITY
+            severity, marker = _severity_marker(text, patterns)
+            if severity == SEVERITY_NONE:
+                return None, None
+        if severity == SEVERITY_NONE:
+            return severity, None
+        gate = GateMarker(line=line, marker=marker, severity=severity, source=source, text=text)
+        self.markers.append(gate)
+        return severity, gate
+
+    def section(
+        self,
+        section: ParsedSection,
+        markers: _Markers,
+        inherited: tuple[str, GateMarker | None],
+        inherited_due: int | None,
+    ) -> None:
+        severity, gate = self.own(section, section.title, markers, "heading")
+        own = inherited if severity is None else (severity, gate)
+        section.severity = own[0]
+        section.due_offset_minutes = _own_due(section.title, markers, inherited_due)
+        for item in section.items:
+            self.item(item, own, section.due_offset_minutes)
+        for child in section.children:
+            self.section(
+                child, self.builder.section_markers[id(child)], own, section.due_offset_minutes
+            )
+
+    def item(
+        self, item: ParsedItem, inherited: tuple[str, GateMarker | None], inherited_due: int | None
+    ) -> None:
+        markers = self.builder.item_markers.get(id(item), NO_MARKERS)
+        severity, gate = self.own(item, item.text, markers, "item")
+        # Sub-steps of a NO-GO step are part of that gate, like items under a heading.
+        own = inherited if severity is None else (severity, gate)
+        item.severity = own[0]
+        if own[1] is not None:
+            own[1].items += 1
+        item.due_offset_minutes = _own_due(item.text, markers, inherited_due)
+        for child in item.children:
+            self.item(child, own, item.due_offset_minutes)
 
 
 def _own_due(text: str, markers: _Markers, inherited: int | None) -> int | None:
@@ -594,17 +837,6 @@ def _own_due(text: str, markers: _Markers, inherited: int | None) -> int | None:
         return markers.due
     found = due_offset_in_text(text)
     return inherited if found is None else found
-
-
-def _apply_item_inheritance(
-    builder: _TreeBuilder, item: ParsedItem, inherited_severity: str, inherited_due: int | None
-) -> None:
-    markers = builder.raw_items[id(item)].markers
-    # Sub-steps of a NO-GO step are part of that gate, so they inherit like items under a heading.
-    item.severity = _own_severity(item.text, markers) or inherited_severity
-    item.due_offset_minutes = _own_due(item.text, markers, inherited_due)
-    for child in item.children:
-        _apply_item_inheritance(builder, child, item.severity, item.due_offset_minutes)
 
 
 def _unique_roles(lines: Iterable[str]) -> list[str]:
@@ -700,32 +932,72 @@ def _title_from_name(name: str | None) -> str | None:
     return re.sub(r"\.(?:md|markdown|txt)$", "", base, flags=re.I) or None
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # A 1 MiB runbook becomes a few hundred thousand tokens, none of them in reference cycles;
-    # the cyclic collector would rescan them over and over and nearly double the parse time.
-    # Only the thread that switched it off switches it back on, so overlapping parses are fine.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+# A 1 MiB runbook is some 125,000 block tokens. Held all at once they survive into the oldest
+# generation of the cyclic garbage collector, which then rescans them, and the whole web
+# process's heap with them, several times: in a Django process that tripled the parse time.
+# Parsing piece by piece, each piece's tokens walked and dropped before the next one is
+# parsed, keeps the live token count small, so the collector has little to do.
+_PIECE_LINES = 32
+_ATX_MARKUP = re.compile(r"#{1,6}")
 
 
-def parse_runbook(text: str, name: str | None = None) -> ParsedRunbook:
+def _block_tokens(lines: list[str]) -> Iterator[list[Token]]:
+    """markdown-it's block tokens for ``lines``, in pieces cut at top-level ATX headings, with
+    ``token.map`` in line numbers of the whole text.
+
+    A piece ends right before the last top-level ``#`` heading markdown-it found in it: every
+    container is closed at such a heading, and no block rule looks further than one line
+    ahead, so the tokens before it are exactly those a parse of the whole text gives. The
+    next piece starts at that heading (never with front matter, which only the first piece
+    may have). A piece with no such heading is parsed again twice as long, so a runbook
+    without headings costs at most two parses of itself."""
+    total = len(lines)
+    start = 0
+    size = _PIECE_LINES
+    while start < total:
+        end = min(total, start + size)
+        tokens = _MARKDOWN.parse("\n".join(lines[start:end]))
+        cut = len(tokens)
+        if end < total:
+            cut = next(
+                (
+                    index
+                    for index in range(len(tokens) - 1, 0, -1)
+                    if tokens[index].type == "heading_open"
+                    and tokens[index].level == 0
+                    and tokens[index].map is not None
+                    and tokens[index].map[0] > 0
+                    and _ATX_MARKUP.fullmatch(tokens[index].markup)
+                ),
+                0,
+            )
+            if cut == 0:
+                size *= 2
+                continue
+        piece = tokens[:cut]
+        for token in piece:
+            if token.map is not None:
+                token.map = [token.map[0] + start, token.map[1] + start]
+        yield piece
+        start = start + tokens[cut].map[0] if cut < len(tokens) else end
+        size = _PIECE_LINES
+
+
+def parse_runbook(
+    text: str, name: str | None = None, *, not_gates: Iterable[int] = ()
+) -> ParsedRunbook:
     """Parse Markdown ``text`` into a runbook tree; ``name`` (e.g. the file name) is the
-    fallback title. Raises RunbookImportError when the text cannot be a runbook."""
+    fallback title. ``not_gates``: 1-based line numbers whose severity markers a person said
+    are no gates (from the preview's gate report). Raises RunbookImportError when the text
+    cannot be a runbook."""
     _refuse_too_large(len(text.encode("utf-8", errors="surrogatepass")))
     _refuse_binary_text(text)
     if not text.strip():
         raise RunbookImportError("The runbook is empty.")
-    with _gc_paused():
-        return _parse(text, name)
+    return _parse(text, name, not_gates)
 
 
-def _parse(text: str, name: str | None) -> ParsedRunbook:
+def _parse(text: str, name: str | None, not_gates: Iterable[int] = ()) -> ParsedRunbook:
     warnings: list[str] = []
     text = text.removeprefix("\ufeff")
     repaired = repair_mojibake(text)
@@ -733,26 +1005,30 @@ def _parse(text: str, name: str | None) -> ParsedRunbook:
         warnings.append("Repaired characters that had been decoded with the wrong encoding.")
     source = repaired.replace("\r\n", "\n").replace("\r", "\n")
 
-    builder = _TreeBuilder(source.split("\n"))
-    builder.build(_MARKDOWN.parse(source))
+    lines = source.split("\n")
+    builder = _TreeBuilder(lines)
+    for piece in _block_tokens(lines):
+        builder.build(piece)
+    builder.finish()
 
     root = builder.root.section
     owned = builder.owned_lines()
     for raw in builder.raw_sections:
         raw.section.notes = builder.render(owned.get(id(raw.section), []))
-    for raw_item in builder.raw_items.values():
-        details = builder.render(owned.get(id(raw_item.item), []))
-        raw_item.item.details = textwrap.dedent(details).strip("\n")
+    for item in builder.items:
+        if id(item) in builder.table_items:
+            continue
+        details = builder.render(owned.get(id(item), []))
+        item.details = textwrap.dedent(details).strip("\n")
 
     sections = list(builder.top_level)
     if root.notes.strip() or root.items or root.commands:
         sections.insert(0, root)
+    report = _GateReport(builder, frozenset(not_gates))
     for section in sections:
-        _apply_inheritance(
-            builder, section, builder.section_markers[id(section)], SEVERITY_NONE, None
-        )
+        report.section(section, builder.section_markers[id(section)], (SEVERITY_NONE, None), None)
 
-    if not builder.top_level and not builder.raw_items:
+    if not builder.top_level and not builder.items:
         raise RunbookImportError(
             "Nothing to import: the text has no headings and no task-list lines (- [ ] …)."
         )
@@ -778,4 +1054,7 @@ def _parse(text: str, name: str | None) -> ParsedRunbook:
         or builder.first_heading_title
         or "Untitled runbook"
     )
-    return ParsedRunbook(title=title, sections=sections, signoff_roles=roles, warnings=warnings)
+    gates = sorted(report.markers, key=lambda g: g.line)
+    return ParsedRunbook(
+        title=title, sections=sections, signoff_roles=roles, warnings=warnings, gates=gates
+    )

@@ -14,7 +14,7 @@ from django.utils import timezone
 from checklists import selectors, services
 from checklists.models import Run, RunItem
 from releasecenter.models import AuditEvent
-from tests.checklists.conftest import COMMERCE, runbook_with
+from tests.checklists.conftest import PAYMENTS, runbook_with
 
 GATED = """# Release
 
@@ -395,9 +395,9 @@ def test_create_run_validates(personas, run):
         services.create_run(personas.member, run.template, environment=other_env)
 
 
-def test_commerce_run_has_all_three_gate_severities(personas):
+def test_a_run_has_all_three_gate_severities(personas):
     template = services.import_runbook(
-        personas.member, personas.project, COMMERCE.read_bytes()
+        personas.member, personas.project, PAYMENTS.read_bytes()
     ).template
     run = services.create_run(personas.member, template)
     severities = {g.severity for g in selectors.gate_items([run.pk])}
