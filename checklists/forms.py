@@ -59,6 +59,8 @@ class ImportForm(forms.Form):
         required=False,
         choices=[("", "Guess from the name"), *ChecklistTemplate.Kind.choices],
     )
+    # The uploaded file's name, carried from the preview to the save step with its text.
+    filename = forms.CharField(required=False, max_length=255, widget=forms.HiddenInput)
 
     def clean(self):  # noqa: ANN201
         data = super().clean()
@@ -73,7 +75,7 @@ class ImportForm(forms.Form):
             data["filename"] = upload.name
         elif data.get("markdown", "").strip():
             data["source"] = data["markdown"]
-            data["filename"] = None
+            data["filename"] = data.get("filename") or None
         else:
             raise ValidationError("Choose a Markdown file or paste the runbook's text.")
         return data

@@ -13,7 +13,7 @@ from typing import IO, Any
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from .models import Evidence, Run, RunItem, Section, Severity
+from .models import ChecklistTemplate, Evidence, Run, RunItem, Section, Severity
 
 
 @dataclass(frozen=True)
@@ -194,4 +194,15 @@ def missed_runs(project_id: int, now: datetime | None = None, days: int = 7):  #
         .filter(Q(completed_at__isnull=True) | Q(completed_at__gt=F("deadline")))
         .select_related("environment")
         .order_by("-deadline")
+    )
+
+
+def template_named(project: Any, name: str) -> ChecklistTemplate | None:
+    """The project's template in use under ``name`` (what an import's name conflicts with)."""
+    return (
+        ChecklistTemplate.objects.filter(
+            project=project, name=" ".join(name.split()), archived_at__isnull=True
+        )
+        .select_related("current_version")
+        .first()
     )

@@ -80,8 +80,11 @@ __all__ = [
     "delete_section",
     "flag_missed_runs",
     "guess_kind",
+    "import_new_version",
     "import_runbook",
     "import_summary",
+    "plural",
+    "preview_import",
     "mark_na",
     "move_item",
     "move_section",
@@ -151,6 +154,28 @@ def _one_line(value: Any, limit: int, label: str, *, required: bool = True) -> s
 # --- Markdown import -----------------------------------------------------------------------
 
 
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``"1 command"``, ``"2 commands"``: counts as import summaries print them."""
+    return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
+
+
+def counts_sentence(counts: dict[str, Any]) -> str:
+    """ "3 sections, 1 item, 2 commands" for an import's counts."""
+    return ", ".join(
+        plural(counts[key], word)
+        for key, word in (("sections", "section"), ("items", "item"), ("commands", "command"))
+    )
+
+
+@dataclass
+class ImportPreview:
+    draft: drafts.Draft
+    warnings: list[str]
+    # The severity markers that made gates, each with its line (GateMarker), for a person to
+    # check before saving; their line numbers can be passed back as ``not_gates``.
+    gates: list[Any]
+
+
 @dataclass
 class ImportOutcome:
     template: ChecklistTemplate
@@ -183,19 +208,38 @@ def decode_source(source: str | bytes) -> str:
         raise ValidationError({"markdown": str(exc)}) from exc
 
 
-def preview_runbook(
-    source: str | bytes, *, filename: str | None = None
-) -> tuple[drafts.Draft, list[str]]:
-    """Parse without saving: the tree and the parser's warnings, for a preview.
+def preview_import(
+    source: str | bytes, *, filename: str | None = None, not_gates: Any = ()
+) -> ImportPreview:
+    """Parse without saving: the tree, the parser's warnings and the gate report.
 
-    Raises ValidationError (on ``markdown``) for text that cannot be a runbook: empty, nothing
+    ``not_gates``: line numbers whose severity markers a person said are no gates. Raises
+    ValidationError (on ``markdown``) for text that cannot be a runbook: empty, nothing
     importable, over 1 MiB, binary."""
     text = decode_source(source)
     try:
-        parsed = parse_runbook(text, name=filename)
+        parsed = parse_runbook(text, name=filename, not_gates=_line_numbers(not_gates))
     except RunbookImportError as exc:
         raise ValidationError({"markdown": str(exc)}) from exc
-    return drafts.from_parsed(parsed), list(parsed.warnings)
+    return ImportPreview(drafts.from_parsed(parsed), list(parsed.warnings), list(parsed.gates))
+
+
+def preview_runbook(
+    source: str | bytes, *, filename: str | None = None
+) -> tuple[drafts.Draft, list[str]]:
+    """Parse without saving: the tree and the parser's warnings, for a preview."""
+    preview = preview_import(source, filename=filename)
+    return preview.draft, preview.warnings
+
+
+def _line_numbers(values: Any) -> frozenset[int]:
+    lines = set()
+    for value in values or ():
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 9:
+            raise ValidationError({"not_gates": f"“{text[:20]}” is not a line number."})
+        lines.add(int(text))
+    return frozenset(lines)
 
 
 def import_runbook(
@@ -206,11 +250,14 @@ def import_runbook(
     name: str | None = None,
     kind: str | None = None,
     filename: str | None = None,
+    not_gates: Any = (),
 ) -> ImportOutcome:
     """Turn a Markdown runbook into a new template (version 1), the one importer behind the
     command, the upload page and the API. ``source`` is text, or the bytes of an uploaded file
-    (decoded as UTF-8 or Windows-1252). The name defaults to the runbook's title."""
-    draft, warnings = preview_runbook(source, filename=filename)
+    (decoded as UTF-8 or Windows-1252). The name defaults to the runbook's title. A name that
+    is taken is a Conflict (``import_new_version`` adds a version to that template instead)."""
+    preview = preview_import(source, filename=filename, not_gates=not_gates)
+    draft, warnings = preview.draft, preview.warnings
     name = _one_line(name or draft.title or filename or "Imported runbook", MAX_NAME, "name")
     if kind is None or kind == "":
         kind = guess_kind(name)
@@ -242,6 +289,53 @@ def import_runbook(
             data={"template": template.pk, "name": name},
         )
     return ImportOutcome(template=template, summary=summary, warnings=warnings)
+
+
+def import_new_version(
+    actor: Any,
+    template: ChecklistTemplate,
+    source: str | bytes,
+    *,
+    filename: str | None = None,
+    not_gates: Any = (),
+) -> ImportOutcome:
+    """Import an updated runbook as the next version of an existing template (what a person
+    re-importing a runbook under its name wants): runs already started keep their version."""
+    preview = preview_import(source, filename=filename, not_gates=not_gates)
+    draft = preview.draft
+    with transaction.atomic():
+        template = (
+            ChecklistTemplate.objects.select_for_update(of=("self",))
+            .select_related("current_version")
+            .get(pk=template.pk)
+        )
+        _refuse_archived(template)
+        previous = template.current_version
+        number = (previous.number if previous is not None else 0) + 1
+        version = drafts.write_version(
+            template,
+            draft,
+            number=number,
+            source=TemplateVersion.Source.IMPORT,
+            summary=f"Imported from {filename}" if filename else "Imported from Markdown",
+            actor=actor,
+        )
+        template.current_version = version
+        template.updated_at = timezone.now()
+        template.save(update_fields=["current_version", "updated_at"])
+        counts = draft.counts()
+        events.publish(
+            f"project:{template.project_id}",
+            "checklist_template.imported",
+            project=template.project_id,
+            actor=actor,
+            obj=template,
+            before={"version": previous.number if previous is not None else None},
+            after={"name": template.name, "kind": template.kind, "version": number, **counts},
+            data={"template": template.pk, "name": template.name, "version": number},
+        )
+    summary = {"template_id": template.pk, "name": template.name, **counts}
+    return ImportOutcome(template=template, summary=summary, warnings=preview.warnings)
 
 
 def import_summary(template: ChecklistTemplate, version: TemplateVersion | None = None) -> dict:

@@ -176,61 +176,96 @@ def run_list(request, slug: str):  # noqa: ANN001, ANN201
 @login_required
 @require_http_methods(["GET", "POST"])
 def checklist_import(request, slug: str):  # noqa: ANN001, ANN201
-    """Upload or paste, see the section tree with its counts, then save."""
+    """Upload or paste, see the section tree with its counts and the lines that made gates,
+    then save: as a new template, or (when the name is taken) as the next version of it.
+
+    The uploaded text travels with every later step, so a refused save never loses it."""
     project, membership = _project(request, slug, ENGINEER)
     form = forms.ImportForm(request.POST or None, request.FILES or None)
     preview = None
+    conflict = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        step = request.POST.get("step")
+        not_gates = request.POST.getlist("not_gates")
         try:
-            if request.POST.get("step") == "save":
-                outcome = services.import_runbook(
-                    request.user,
-                    project,
-                    data["source"],
-                    name=data.get("name") or None,
-                    kind=data.get("kind") or None,
-                    filename=data.get("filename"),
-                )
-                counts = outcome.summary
-                messages.success(
-                    request,
-                    f"Imported {outcome.template.name}: {counts['sections']} sections, "
-                    f"{counts['items']} items, {counts['commands']} commands.",
-                )
-                for warning in outcome.warnings:
-                    messages.warning(request, warning)
-                return redirect(
-                    "checklist-template", slug=project.slug, template_id=outcome.template.pk
-                )
-            draft, warnings = services.preview_runbook(
-                data["source"], filename=data.get("filename")
-            )
-            text = services.decode_source(data["source"])
-            preview = {
-                "draft": draft,
-                "counts": draft.counts(),
-                "warnings": warnings,
-                "sections": _flat_sections(draft),
-            }
-            # The save step posts the decoded text back, so it works for uploads and pastes.
-            form = forms.ImportForm(
-                initial={
-                    "markdown": text,
-                    "name": data.get("name") or draft.title,
-                    "kind": data.get("kind")
-                    or services.guess_kind(data.get("name") or draft.title),
-                }
-            )
+            if step in ("save", "save-version"):
+                return _save_import(request, project, data, step, not_gates)
+            preview, form = _import_preview(data, not_gates)
         except ValidationError as exc:
             _form_errors(form, exc)
         except services.Conflict as exc:
-            form.add_error("name", str(exc))
+            # Keep the upload: show the preview again with the conflict and the two ways on.
+            preview, form = _import_preview(data, not_gates)
+            preview["conflict_message"] = str(exc)
+            conflict = selectors.template_named(project, data.get("name") or preview["draft"].title)
     return render(
         request,
         "checklists/import.html",
-        {"project": project, "membership": membership, "form": form, "preview": preview},
+        {
+            "project": project,
+            "membership": membership,
+            "form": form,
+            "preview": preview,
+            "conflict": conflict,
+        },
     )
+
+
+def _save_import(request, project: Project, data: dict, step: str, not_gates: list[str]):  # noqa: ANN001, ANN202
+    if step == "save-version":
+        template = _template_for(project, _int(request.POST.get("template")) or 0)
+        outcome = services.import_new_version(
+            request.user,
+            template,
+            data["source"],
+            filename=data.get("filename"),
+            not_gates=not_gates,
+        )
+        done = f"Saved version {outcome.template.current_version.number} of"
+    else:
+        outcome = services.import_runbook(
+            request.user,
+            project,
+            data["source"],
+            name=data.get("name") or None,
+            kind=data.get("kind") or None,
+            filename=data.get("filename"),
+            not_gates=not_gates,
+        )
+        done = "Imported"
+    messages.success(
+        request,
+        f"{done} {outcome.template.name}: {services.counts_sentence(outcome.summary)}.",
+    )
+    for warning in outcome.warnings:
+        messages.warning(request, warning)
+    return redirect("checklist-template", slug=project.slug, template_id=outcome.template.pk)
+
+
+def _import_preview(data: dict, not_gates: list[str]) -> tuple[dict[str, Any], forms.ImportForm]:
+    result = services.preview_import(
+        data["source"], filename=data.get("filename"), not_gates=not_gates
+    )
+    draft = result.draft
+    text = services.decode_source(data["source"])
+    preview = {
+        "draft": draft,
+        "counts": draft.counts(),
+        "warnings": result.warnings,
+        "sections": _flat_sections(draft),
+        "gates": result.gates,
+    }
+    # The save step posts the decoded text back, so it works for uploads and pastes.
+    form = forms.ImportForm(
+        initial={
+            "markdown": text,
+            "filename": data.get("filename") or "",
+            "name": data.get("name") or draft.title,
+            "kind": data.get("kind") or services.guess_kind(data.get("name") or draft.title),
+        }
+    )
+    return preview, form
 
 
 def _flat_sections(draft: drafts.Draft) -> list[dict[str, Any]]:

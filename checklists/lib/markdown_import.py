@@ -96,6 +96,8 @@ class GateMarker:
     source: str  # "heading", "item" or "table"
     text: str
     items: int = 0
+    # A person said this marker is no gate (``not_gates``): reported, but it set no severity.
+    ignored: bool = False
 
 
 @dataclass
@@ -200,6 +202,7 @@ class ParsedRunbook:
                     source=str(g.get("source") or ""),
                     text=str(g.get("text") or ""),
                     items=int(g.get("items") or 0),
+                    ignored=bool(g.get("ignored")),
                 )
                 for g in data.get("gates") or ()
             ],
@@ -781,8 +784,6 @@ class _GateReport:
     ) -> tuple[str | None, GateMarker | None]:
         """The severity ``node`` declares itself (None: it inherits) and the marker that did."""
         line = self.builder.lines_of.get(id(node), 0)
-        if line in self.not_gates:
-            return SEVERITY_NONE, None
         if markers.severity is not None:
             severity, marker = markers.severity, f"[severity: {markers.severity}]"
         elif id(node) in self.builder.table_severity:
@@ -797,6 +798,9 @@ class _GateReport:
             return severity, None
         gate = GateMarker(line=line, marker=marker, severity=severity, source=source, text=text)
         self.markers.append(gate)
+        if line in self.not_gates:
+            gate.ignored = True
+            return SEVERITY_NONE, None
         return severity, gate
 
     def section(

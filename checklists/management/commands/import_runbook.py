@@ -70,8 +70,7 @@ class Command(BaseCommand):
         gates = summary["gates"]
         self.stdout.write(
             f"Imported '{summary['name']}' as template {summary['template_id']}: "
-            f"{summary['sections']} sections, {summary['items']} items, "
-            f"{summary['commands']} commands; gates: {gates['no_go']} NO-GO, "
+            f"{services.counts_sentence(summary)}; gates: {gates['no_go']} NO-GO, "
             f"{gates['conditional']} CONDITIONAL, {gates['warning']} WARNING; "
             f"sign-off roles: {', '.join(summary['signoff_roles']) or 'none'}."
         )
