@@ -199,6 +199,8 @@ def checklist_import(request, slug: str):  # noqa: ANN001, ANN201
             preview, form = _import_preview(data, not_gates)
             preview["conflict_message"] = str(exc)
             conflict = selectors.template_named(project, data.get("name") or preview["draft"].title)
+            if conflict is not None:
+                form.initial["name"] = ""  # the taken one is named in the conflict
     return render(
         request,
         "checklists/import.html",

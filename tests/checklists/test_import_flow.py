@@ -72,7 +72,8 @@ def test_a_taken_name_keeps_the_upload_and_offers_a_new_version(client, personas
     response = upload(client, step="save", name=template.name)
     assert response.status_code == 200
     page = response.content.decode()
-    assert "exists in this project" in page
+    assert f"“{template.name}” exists already" in page
+    assert page.index("exists already") < page.index("Where the gates come from")
     assert f"Save as version 2 of “{template.name}”" in page
     # The upload is still there: the preview and the text to save with.
     assert response.context["preview"]["counts"]["items"] == 24
@@ -165,3 +166,44 @@ def test_counts_are_written_in_the_singular_for_one(client, personas):
 )
 def test_plural(count, text):
     assert services.plural(count, "command") == text
+
+
+@pytest.mark.browser
+def test_reimporting_a_runbook_in_the_browser_saves_a_new_version(browser, start_web, personas):
+    """Upload, preview, save under the taken name, then 'Save as version 2' in a real browser."""
+    import os
+
+    server = start_web()
+    personas.member.set_password("member-pass-2026")
+    personas.member.save()
+    template = services.import_runbook(
+        personas.member, personas.project, PAYMENTS.read_bytes()
+    ).template
+    from tests.conftest import login_page
+
+    page = login_page(browser, server.url, "mia-member", "member-pass-2026")
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.goto(f"{server.url}{URL}")
+    page.set_input_files("input[name=file]", str(PAYMENTS))
+    page.click("button:has-text('Preview')")
+    page.wait_for_selector("#gates-title")
+    assert page.locator(".gate-report tbody tr").count() == 9
+    page.click("button[value=save]")
+    page.wait_for_selector("#conflict-title")
+    assert "exists already" in page.inner_text("#conflict-title")
+    # The upload survived the refused save: the preview is still on the page.
+    assert "Preview: Payments Service Release Runbook" in page.inner_text("#preview-title")
+    shot = os.environ.get("IMPORT_SCREENSHOT")
+    if shot:
+        page.screenshot(path=shot, full_page=True)
+    page.click("button[value=save-version]")
+    page.wait_for_selector("h1")
+    assert page.url.endswith(f"/p/shop/checklists/templates/{template.pk}/")
+    assert "version 2" in page.inner_text("hgroup")
+    assert "Saved version 2 of Payments Service Release Runbook" in page.content()
+    assert problems == []
+    template.refresh_from_db()
+    assert template.current_version.number == 2
+    page.context.close()
