@@ -207,3 +207,23 @@ def test_reimporting_a_runbook_in_the_browser_saves_a_new_version(browser, start
     template.refresh_from_db()
     assert template.current_version.number == 2
     page.context.close()
+
+
+def test_template_and_run_pages_show_labels_and_keep_step_code_in_its_step(client, personas):
+    template = services.import_runbook(
+        personas.member, personas.project, PAYMENTS.read_bytes()
+    ).template
+    run = services.create_run(personas.member, template)
+    client.force_login(personas.member)
+    for url in (
+        f"/p/shop/checklists/templates/{template.pk}/",
+        f"/p/shop/checklists/runs/{run.pk}/",
+    ):
+        page = client.get(url).content.decode()
+        assert "<figcaption>For Live · bash</figcaption>" in page, url
+        assert "<figcaption>Dry run · sql</figcaption>" in page, url
+        # The rollback block is shown once, inside its numbered step in the notes.
+        assert page.count("./deploy.sh rollback --to previous") == 1, url
+        step = page[page.index("Execute Rollback") :]
+        assert step.index("./deploy.sh rollback") < step.index("Tell people"), url
+        assert "Execute Rollback · bash" not in page, url

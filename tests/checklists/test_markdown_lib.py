@@ -86,7 +86,7 @@ def _shape_item(item: ParsedItem) -> tuple:
         item.due_offset_minutes,
         item.owner_role,
         item.evidence_required,
-        [(c.language, c.code) for c in item.commands],
+        [(c.language, c.code, c.label, c.inline) for c in item.commands],
         [_shape_item(child) for child in item.children],
     )
 
@@ -97,7 +97,7 @@ def _shape_section(section: ParsedSection) -> tuple:
         section.level,
         section.severity,
         section.due_offset_minutes,
-        [(c.language, c.code) for c in section.commands],
+        [(c.language, c.code, c.label, c.inline) for c in section.commands],
         [_shape_item(item) for item in section.items],
         [_shape_section(child) for child in section.children],
     )
