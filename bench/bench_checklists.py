@@ -147,16 +147,20 @@ def bench_import(project, actor) -> tuple[bool, float]:  # noqa: ANN001
     text = big_runbook(MIB - 64)
     size = len(text.encode())
     parse_s = []
+    parse_cpu = []
     for _ in range(3):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         parse_runbook(text)
         parse_s.append(time.perf_counter() - started)
+        parse_cpu.append(time.process_time() - cpu)
     totals = []
+    totals_cpu = []
     summary = {}
     for attempt in range(3):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         outcome = services.import_runbook(actor, project, text, name=f"One MiB runbook {attempt}")
         totals.append(time.perf_counter() - started)
+        totals_cpu.append(time.process_time() - cpu)
         summary = outcome.summary
     worst = max(totals)
     ok = worst <= IMPORT_GOAL_S
@@ -165,6 +169,13 @@ def bench_import(project, actor) -> tuple[bool, float]:  # noqa: ANN001
         f"  {summary['sections']} sections, {summary['items']} items, {summary['commands']} commands"
     )
     print(f"  parse only: {', '.join(f'{s:.2f} s' for s in parse_s)}")
+    # On a busy machine the wall clock measures the queue for a core; the CPU time of this
+    # process (not the database's) says what the import itself costs.
+    print(f"  parse only, CPU of this process: {', '.join(f'{s:.2f} s' for s in parse_cpu)}")
+    print(
+        f"  parse + store, CPU of this process: {', '.join(f'{s:.2f} s' for s in totals_cpu)}"
+        f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
     print(
         f"  parse + store: {', '.join(f'{s:.2f} s' for s in totals)}  → worst {worst:.2f} s  "
         f"{'OK' if ok else 'OVER'}"
