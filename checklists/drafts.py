@@ -25,6 +25,7 @@ class ItemNode:
     text: str
     details: str = ""
     commands: list[dict[str, str]] = field(default_factory=list)
+    group_label: str = ""
     severity: str = Severity.NONE
     owner_role: str = ""
     due_offset_minutes: int | None = None
@@ -150,6 +151,7 @@ def _item_from_parsed(item: ParsedItem) -> ItemNode:
         text=item.text,
         details=item.details,
         commands=_commands(item.commands),
+        group_label=item.group_label,
         severity=item.severity,
         owner_role=item.owner_role,
         due_offset_minutes=item.due_offset_minutes,
@@ -206,6 +208,7 @@ def _item_to_parsed(node: ItemNode) -> ParsedItem:
         children=[_item_to_parsed(c) for c in node.children],
         owner_role=node.owner_role,
         evidence_required=node.evidence_required,
+        group_label=node.group_label,
     )
 
 
@@ -237,6 +240,7 @@ ITEM_FIELDS = [
     "text",
     "details",
     "commands",
+    "group_label",
     "severity",
     "owner_role",
     "due_offset_minutes",

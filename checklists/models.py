@@ -146,6 +146,9 @@ class Item(models.Model):
     text = models.TextField()
     details = models.TextField(blank=True, default="")
     commands = models.JSONField(default=list, blank=True)
+    # The label the runbook wrote right above the item's list ("For Production:"), shown
+    # above the first item of the group so the items keep the words that frame them.
+    group_label = models.CharField(max_length=200, blank=True, default="")
     severity = models.CharField(max_length=12, choices=Severity.choices, default=Severity.NONE)
     owner_role = models.CharField(max_length=80, blank=True, default="")
     # Minutes relative to the planned start: -120 is "T-2 hours", 15 is "T+15 minutes".

@@ -124,6 +124,20 @@ def _fence(code: str, language: str, indent: str) -> list[str]:
     return lines
 
 
+def _last_bullet(notes: str) -> str:
+    for line in reversed(notes.strip().split("\n")):
+        match = re.match(r"\s*([-*+])\s", line)
+        if match is not None:
+            return match.group(1)
+        if line.strip() and not line.startswith((" ", "\t")):
+            return ""
+    return ""
+
+
+def _other_bullet(bullet: str) -> str:
+    return "*" if bullet == "-" else "-"
+
+
 def _label(label: str) -> list[str]:
     """A command's label as the importer reads it back: a bold line right above the fence."""
     text = _one_line(label).replace("*", "").replace("_", " ").strip().rstrip(":").strip()
@@ -172,8 +186,18 @@ class _Writer:
             self.blocks.append(label + _fence(command.code, command.language, ""))
         if section.items:
             lines: list[str] = []
+            # A list that ends the notes would run on into the items if it used their bullet.
+            bullet = _other_bullet(_last_bullet(section.notes))
+            group = ""
             for item in section.items:
-                self.item(item, lines, "", section.severity, section.due_offset_minutes)
+                if item.group_label != group:
+                    # A new list per group: its label right above it, or (for items after a
+                    # group that have none) another bullet, which also starts a new list.
+                    group, bullet = item.group_label, _other_bullet(bullet)
+                    if lines:
+                        lines.append("")
+                    lines += _label(group)
+                self.item(item, lines, "", section.severity, section.due_offset_minutes, bullet)
             self.blocks.append(lines)
         for child in section.children:
             self.section(child, level, section.severity, section.due_offset_minutes)
@@ -185,6 +209,7 @@ class _Writer:
         indent: str,
         severity: str,
         due: int | None,
+        bullet: str = "-",
     ) -> None:
         text = _one_line(item.text) or _EMPTY_ITEM_TEXT
         marks = _markers(text, item.severity, item.due_offset_minutes, severity, due, "item")
@@ -193,7 +218,7 @@ class _Writer:
             marks += f" [owner: {owner}]"
         if item.evidence_required:
             marks += " [evidence: required]"
-        lines.append(f"{indent}- [{'x' if item.pre_checked else ' '}] {text}{marks}")
+        lines.append(f"{indent}{bullet} [{'x' if item.pre_checked else ' '}] {text}{marks}")
         body_indent = indent + _INDENT
         if item.details.strip():
             # The blank line keeps details from continuing the item's text paragraph.

@@ -24,7 +24,8 @@ Conventions recognised on top of plain Markdown:
   as task lines; they are roles to sign, never items to tick;
 * a one-line label right above a fence (``**DHL Configuration:**``, ``For Production:``) is the
   command's label, and a fence inside a plain numbered or bulleted step stays in that step
-  (a command shown in the notes where it stands, ``Command.inline``).
+  (a command shown in the notes where it stands, ``Command.inline``); the same label right
+  above a task list frames its items (``ParsedItem.group_label``).
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class ParsedItem:
     children: list[ParsedItem] = field(default_factory=list)
     owner_role: str = ""
     evidence_required: bool = False
+    # "For Production" when the runbook wrote "**For Production:**" right above the list.
+    group_label: str = ""
 
     def iter_items(self) -> Iterator[ParsedItem]:
         """This item and all its sub-items, depth first in document order."""
@@ -232,6 +235,7 @@ def _item_from_dict(data: Mapping[str, Any]) -> ParsedItem:
         children=[_item_from_dict(c) for c in data.get("children") or ()],
         owner_role=str(data.get("owner_role") or ""),
         evidence_required=bool(data.get("evidence_required")),
+        group_label=str(data.get("group_label") or ""),
     )
 
 
@@ -498,6 +502,15 @@ class _RawSection:
     end: int = -1
 
 
+class _ListLabel:
+    """The label paragraph right above an open list (claimed once a task item uses it)."""
+
+    __slots__ = ("found",)
+
+    def __init__(self, found: tuple[Token, str] | None) -> None:
+        self.found = found
+
+
 class _PlainItem:
     """A list item without a checkbox (a numbered step, a bullet): its first line names it."""
 
@@ -556,6 +569,8 @@ class _TreeBuilder:
         # Open list items, innermost last; plain bullets and steps are _PlainItem (or None
         # when they have no text of their own).
         list_items: list[ParsedItem | _PlainItem | None] = []
+        # Open lists, innermost last: the label written right above each, if any.
+        self.list_labels: list[_ListLabel] = []
         for index, token in enumerate(tokens):
             kind = token.type
             if token.level == 0 and token.nesting != -1 and kind != "heading_open":
@@ -571,6 +586,10 @@ class _TreeBuilder:
                 list_items.append(item)
             elif kind == "list_item_close":
                 list_items.pop()
+            elif kind in ("bullet_list_open", "ordered_list_open"):
+                self.list_labels.append(_ListLabel(self.label_above(tokens, index)))
+            elif kind in ("bullet_list_close", "ordered_list_close"):
+                self.list_labels.pop()
             elif kind == "fence":
                 self.add_command(tokens, index, list_items)
             elif kind == "table_open" and token.level == 0:
@@ -640,6 +659,10 @@ class _TreeBuilder:
             parent.children.append(item)
         else:
             self.current.section.items.append(item)
+            if self.list_labels and self.list_labels[-1].found is not None:
+                # "**For Production:**" right above the list frames its items.
+                opening, item.group_label = self.list_labels[-1].found
+                self.claim(opening, _LABEL)
         self.claim(tokens[index], item)
         self.claim(tokens[index + 1], _ITEM_TEXT)
         return item
@@ -677,8 +700,8 @@ class _TreeBuilder:
             section.commands.append(command)
 
     def label_above(self, tokens: list[Token], index: int) -> tuple[Token, str] | None:
-        """The one-line paragraph right above the fence (no blank line between) and its text,
-        when it reads as a label; its line then goes with the command instead of the notes."""
+        """The one-line paragraph right above a fence or a list (no blank line between) and
+        its text, when it reads as a label; the caller claims its line for the block."""
         fence = tokens[index]
         if index < 3 or fence.map is None or tokens[index - 1].type != "paragraph_close":
             return None

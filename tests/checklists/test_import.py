@@ -39,9 +39,9 @@ TEAM_RUNBOOKS = [
     shared_param(ELEARNING, ELEARNING.name),
 ]
 
-# Read off fixtures/payments-release.md by hand: 21 task lines (the three sign-off lines are
+# Read off fixtures/payments-release.md by hand: 24 task lines (the three sign-off lines are
 # roles, not items) and the three rows of its severity table; five fenced blocks.
-PAYMENTS_COUNTS = {"items": 24, "commands": 5, "sections": 10, "checked": 2}
+PAYMENTS_COUNTS = {"items": 27, "commands": 5, "sections": 11, "checked": 2}
 PAYMENTS_GATES = {"no_go": 4, "conditional": 4, "warning": 4}
 PAYMENTS_ROLES = ["Payments Engineer", "Site Reliability", "Compliance Officer"]
 
@@ -644,3 +644,26 @@ def test_every_corpus_checklist_is_stored_without_losing_a_checkbox(personas, ro
     version = outcome.template.current_version
     assert Item.objects.filter(version=version).count() == int(row["items_rendered"])
     assert Item.objects.filter(version=version, pre_checked=True).count() == int(row["checked"])
+
+
+def test_own_runbook_is_stored_with_its_roles_gates_labels_and_groups(personas):
+    body = run_import_command(PAYMENTS)
+    assert body["gates"] == PAYMENTS_GATES
+    assert body["signoff_roles"] == PAYMENTS_ROLES
+    assert body["sections"] == PAYMENTS_COUNTS["sections"]
+    version = ChecklistTemplate.objects.get(pk=body["template_id"]).current_version
+    assert version.signoff_roles == PAYMENTS_ROLES
+    assert Item.objects.filter(version=version, pre_checked=True).count() == 2
+    assert not Item.objects.filter(version=version, text__contains="____").exists()
+    keys = Section.objects.get(version=version, title__startswith="Card Network Keys")
+    assert [c["label"] for c in keys.commands] == ["For Live", "For Sandbox"]
+    rollback = Section.objects.get(version=version, title="Roll Back")
+    assert rollback.commands[0]["inline"] is True
+    assert list(
+        Item.objects.filter(version=version, section__title="After the Release")
+        .order_by("position")
+        .values_list("group_label", flat=True)
+    ) == ["For Live", "For Live", "For Sandbox"]
+    assert Item.objects.get(
+        version=version, text="Verify the critical payment paths:"
+    ).severity == ("none")

@@ -76,7 +76,7 @@ def test_a_taken_name_keeps_the_upload_and_offers_a_new_version(client, personas
     assert page.index("exists already") < page.index("Where the gates come from")
     assert f"Save as version 2 of “{template.name}”" in page
     # The upload is still there: the preview and the text to save with.
-    assert response.context["preview"]["counts"]["items"] == 24
+    assert response.context["preview"]["counts"]["items"] == 27
     markdown = response.context["form"].initial["markdown"]
     assert markdown.startswith("# Payments Service Release Runbook")
     assert response.context["conflict"] == template
@@ -99,7 +99,7 @@ def test_a_taken_name_keeps_the_upload_and_offers_a_new_version(client, personas
     assert (version.number, version.source) == (2, TemplateVersion.Source.IMPORT)
     assert version.summary == f"Imported from {PAYMENTS.name}"
     assert Item.objects.filter(version=version, text="Freeze the branch today").exists()
-    assert Item.objects.filter(version=version).count() == 24
+    assert Item.objects.filter(version=version).count() == 27
     # The run already started keeps the version it was started from.
     run.refresh_from_db()
     assert run.template_version == before
@@ -227,3 +227,21 @@ def test_template_and_run_pages_show_labels_and_keep_step_code_in_its_step(clien
         step = page[page.index("Execute Rollback") :]
         assert step.index("./deploy.sh rollback") < step.index("Tell people"), url
         assert "Execute Rollback · bash" not in page, url
+
+
+def test_pages_show_the_label_above_its_group_of_items(client, personas):
+    template = services.import_runbook(
+        personas.member, personas.project, PAYMENTS.read_bytes()
+    ).template
+    run = services.create_run(personas.member, template)
+    client.force_login(personas.member)
+    for url in (
+        f"/p/shop/checklists/templates/{template.pk}/",
+        f"/p/shop/checklists/runs/{run.pk}/",
+    ):
+        page = client.get(url).content.decode()
+        live = page.index('<li class="group-label" role="presentation"><strong>For Live</strong>')
+        sandbox = page.index("<strong>For Sandbox</strong>")
+        assert live < page.index("Settlement report shows") < sandbox, url
+        assert sandbox < page.index("Test merchants can still sign up"), url
+        assert page.count("<strong>For Live</strong>") == 1, url

@@ -86,6 +86,7 @@ def _shape_item(item: ParsedItem) -> tuple:
         item.due_offset_minutes,
         item.owner_role,
         item.evidence_required,
+        item.group_label,
         [(c.language, c.code, c.label, c.inline) for c in item.commands],
         [_shape_item(child) for child in item.children],
     )
@@ -142,7 +143,13 @@ def test_commerce_runbook_has_roles_gates_and_every_task_and_fence() -> None:
     assert gate.severity == "no-go"
     assert [c.language for c in gate.commands] == ["bash", "bash"]
     assert "DHL_API_URL=https://express.api.dhl.com" in gate.commands[0].code
-    assert "**Verification Steps:**" in gate.notes
+    # The bold label right above a task list frames its items, and left the notes.
+    assert {i.group_label for i in gate.items} == {"Verification Steps"}
+    assert "Verification Steps" not in gate.notes
+    oauth = _section(runbook, "✅ GATE-004: OAuth Stubs (CONDITIONAL - OK for Staging)")
+    assert [i.group_label for i in oauth.items] == ["For Production"] * 4 + [
+        "For Staging (OK to deploy with stubs)"
+    ] * 2
     # The bold labels go with the blocks they name, not into the notes.
     assert [c.label for c in gate.commands] == ["DHL Configuration", "FedEx Configuration"]
     assert "DHL Configuration" not in gate.notes
@@ -706,9 +713,9 @@ def test_a_runbook_without_headings_parses_whole() -> None:
 def test_own_fixture_has_every_feature() -> None:
     runbook = parse_runbook(PAYMENTS.read_text(encoding="utf-8"), PAYMENTS.name)
     assert runbook.title == "Payments Service Release Runbook"
-    # 21 task lines plus three table rows; the three sign-off task lines are roles.
-    assert (runbook.item_count(), runbook.command_count()) == (24, 5)
-    assert (runbook.section_count(), runbook.checked_count()) == (10, 2)
+    # 24 task lines plus three table rows; the three sign-off task lines are roles.
+    assert (runbook.item_count(), runbook.command_count()) == (27, 5)
+    assert (runbook.section_count(), runbook.checked_count()) == (11, 2)
     assert runbook.signoff_roles == ["Payments Engineer", "Site Reliability", "Compliance Officer"]
     assert not any("____" in item.text for item in runbook.iter_items())
     assert runbook.gate_counts() == {"no_go": 4, "conditional": 4, "warning": 4}
@@ -748,6 +755,15 @@ def test_own_fixture_has_every_feature() -> None:
         ("Partner webhooks green", "conditional", "Owner: Integrations"),
     ]
     assert "| Payments lead | Ada |" in _section(runbook, "Contacts").notes
+
+    # A label right above a task list frames its items (and leaves the notes).
+    after = _section(runbook, "After the Release")
+    assert [(i.group_label, i.text) for i in after.items] == [
+        ("For Live", "Settlement report shows the new fee lines"),
+        ("For Live", "No card declines above the usual rate"),
+        ("For Sandbox", "Test merchants can still sign up"),
+    ]
+    assert after.notes == ""
 
 
 def test_the_gate_report_names_the_line_and_marker_of_every_gate() -> None:
