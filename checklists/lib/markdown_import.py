@@ -295,7 +295,7 @@ def item_severity_in_text(text: str) -> str:
     return _severity_marker(text, _ITEM_SEVERITY)[0]
 
 
-_TABLE_SEVERITY_HEADERS = frozenset({"severity", "gate", "level of gate"})
+_TABLE_SEVERITY_HEADERS = frozenset({"severity", "gate"})
 
 
 def _table_cell_severity(cell: str) -> str:
@@ -503,12 +503,14 @@ class _RawSection:
 
 
 class _ListLabel:
-    """The label paragraph right above an open list (claimed once a task item uses it)."""
+    """The label paragraph right above an open list: it frames the list's task items when the
+    list starts with one (a list of plain bullets keeps its label in the notes)."""
 
-    __slots__ = ("found",)
+    __slots__ = ("found", "started")
 
     def __init__(self, found: tuple[Token, str] | None) -> None:
         self.found = found
+        self.started = False
 
 
 class _PlainItem:
@@ -525,6 +527,15 @@ _LABEL_LINE = re.compile(
     r"(?:\*\*|__)(?P<bold>[^*_\n]{1,100}?)(?:\*\*|__)\s*:?|(?P<plain>[^\n]{1,80}):"
 )
 _STEP_PREFIX = re.compile(r"^(?:\*\*|__)(.+?)(?:\*\*|__)\s*:?$")
+
+
+def _is_task(tokens: list[Token], index: int) -> bool:
+    """Whether the list item opening at ``index`` is a checkbox line."""
+    return (
+        index + 2 < len(tokens)
+        and tokens[index + 1].type == "paragraph_open"
+        and _TASK_MARKER.match(tokens[index + 2].content) is not None
+    )
 
 
 def _open_task(list_items: list[ParsedItem | _PlainItem | None]) -> ParsedItem | None:
@@ -582,6 +593,10 @@ class _TreeBuilder:
             if kind == "heading_open" and token.level == 0:
                 self.open_section(token, tokens[index + 1].content)
             elif kind == "list_item_open":
+                if self.list_labels and not self.list_labels[-1].started:
+                    self.list_labels[-1].started = True
+                    if not _is_task(tokens, index):
+                        self.list_labels[-1].found = None
                 item = self.open_item(tokens, index, list_items)
                 list_items.append(item)
             elif kind == "list_item_close":

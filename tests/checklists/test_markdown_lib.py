@@ -822,3 +822,18 @@ def test_a_generated_runbook_with_10000_items() -> None:
     ]
     again = parse_runbook(export_runbook(runbook))
     assert _shape(again) == _shape(runbook)
+
+
+def test_a_label_frames_a_task_list_only() -> None:
+    runbook = parse_runbook(
+        "# R\n\n**Metrics:**\n- plain bullet\n- [ ] task after bullets\n\n"
+        "**Go:**\n- [ ] framed\n\nJust prose:\n\n- [ ] after a blank line\n"
+    )
+    section = runbook.sections[0]
+    assert [(i.text, i.group_label) for i in section.items] == [
+        ("task after bullets", ""),
+        ("framed", "Go"),
+        ("after a blank line", ""),
+    ]
+    assert "**Metrics:**\n- plain bullet" in section.notes
+    assert "Just prose:" in section.notes and "**Go:**" not in section.notes
