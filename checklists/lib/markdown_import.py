@@ -277,7 +277,14 @@ _ITEM_SEVERITY = (
 )
 
 
+# Every severity word or emoji in one search: most lines of a big runbook have none, and then
+# the three patterns above need not run at all.
+_ANY_SEVERITY = re.compile(r"(?i:no[\s_-]?go|critical|conditional|warning)|⚠|🛑|⛔")
+
+
 def _severity_marker(text: str, patterns: tuple) -> tuple[str, str]:
+    if _ANY_SEVERITY.search(text) is None:
+        return SEVERITY_NONE, ""
     for severity, pattern in patterns:
         match = pattern.search(text)
         if match is not None:
@@ -566,6 +573,7 @@ class _TreeBuilder:
         self.hidden_task_lines = 0
         self.first_heading_title: str | None = None
         self.first_h1_title: str | None = None
+        self.signoff_depth: int | None = None
 
     def claim(self, token: Token, owner: object) -> None:
         if token.map is None:
@@ -574,7 +582,7 @@ class _TreeBuilder:
         self.owner[start:end] = [owner] * (end - start)
 
     def in_signoff(self) -> bool:
-        return any(is_signoff_title(raw.section.title) for raw in self.open_headings)
+        return self.signoff_depth is not None
 
     def build(self, tokens: list[Token]) -> None:
         # Open list items, innermost last; plain bullets and steps are _PlainItem (or None
@@ -630,6 +638,11 @@ class _TreeBuilder:
             self.first_h1_title = title
         while self.open_headings and self.open_headings[-1].section.level >= level:
             self.open_headings.pop()
+        # The level of the sign-off heading this section is in (itself or an ancestor), if any.
+        if self.signoff_depth is not None and level <= self.signoff_depth:
+            self.signoff_depth = None
+        if self.signoff_depth is None and is_signoff_title(title):
+            self.signoff_depth = level
         if self.open_headings:
             self.open_headings[-1].section.children.append(section)
         else:
