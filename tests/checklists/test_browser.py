@@ -183,3 +183,38 @@ def test_na_note_and_evidence_reach_the_other_page_live(two_people):
     bob.wait_for_selector("[data-run][data-ready='1']")
     assert " ".join(bob.inner_text(f"{item} .item-state").split()) == " ".join(patched.split())
     assert not problems, problems
+
+
+@pytest.mark.browser
+def test_the_overdue_badge_follows_the_clock_and_the_ticks(browser, start_web, personas):
+    """An item falls due while the page is open: the run's "N overdue" badge appears without a
+    reload, and goes when the overdue items are ticked."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    server = start_web()
+    personas.member.set_password("member-pass-2026")
+    personas.member.save()
+    runbook = "# Go live\n\n## Switch over (T-0)\n\n- [ ] Flip the flag\n- [ ] Watch errors\n"
+    template = services.import_runbook(personas.member, personas.project, runbook).template
+    page = login_page(browser, server.url, "mia-member", "member-pass-2026")
+    run = services.create_run(
+        personas.member,
+        template,
+        environment=personas.staging,
+        planned_start=timezone.now() + timedelta(seconds=6),
+    )
+    page.goto(f"{server.url}/p/shop/checklists/runs/{run.pk}/")
+    page.wait_for_selector("[data-run][data-ready='1']")
+    badge = page.locator("[data-overdue-count]")
+    assert not badge.is_visible()
+    page.wait_for_selector("[data-overdue-count]:not([hidden])", timeout=10000)
+    assert badge.inner_text() == "2 overdue"
+    page.click(f'li[data-item="{key_of(run, "Flip the flag")}"] button[data-item-action="tick"]')
+    page.wait_for_selector("[data-overdue-count]:text-is('1 overdue')")
+    page.click(f'li[data-item="{key_of(run, "Watch errors")}"] button[data-item-action="tick"]')
+    page.wait_for_selector("[data-overdue-count][hidden]", state="attached")
+    page.reload()
+    assert not page.locator("[data-overdue-count]").is_visible()
+    page.context.close()
