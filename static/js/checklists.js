@@ -6,6 +6,7 @@
   var run = null;
 
   function stateOf(li) { return li.querySelector(".item-state"); }
+  function itemUrl(li) { return run.dataset.itemsUrl + li.dataset.item + "/"; }
   function versionOf(el) { return parseInt(el.dataset.version || "0", 10); }
 
   // The note keeps the version the person started typing on (data-base-version), so saving it is
@@ -151,7 +152,7 @@
       var open = data.state === "open";
       var button = state.querySelector('button[data-item-action="tick"], button[data-item-action="untick"]');
       if (button) {
-        button.closest("form").action = li.dataset.fragmentUrl + (open ? "tick/" : "untick/");
+        button.setAttribute("formaction", itemUrl(li) + (open ? "tick/" : "untick/"));
         button.dataset.itemAction = open ? "tick" : "untick";
         button.textContent = open ? "Tick" : "Untick";
         button.className = open ? "small tick" : "small secondary outline untick";
@@ -173,7 +174,9 @@
         reason.remove();
       }
     }
-    state.querySelectorAll("input[name=version]").forEach(function (input) { input.value = data.version; });
+    state.querySelectorAll("input[name=version], button[name=version]").forEach(function (input) {
+      input.value = data.version;
+    });
     state.dataset.state = data.state;
     state.dataset.version = String(data.version);
     stateChanged(li, state, previous, {change: data.change});
@@ -186,11 +189,14 @@
   function post(form, button, li) {
     var data = new FormData(form);
     var action = button.dataset.itemAction;
+    // A tick button belongs to the page's one form (run-actions) and carries its version.
+    if (button.name) { data.set(button.name, button.value); }
     if (form.closest(".item-actions")) {
       var area = noteArea(li);
       data.set("version", action === "note" ? area.dataset.baseVersion : li.dataset.version);
     }
-    var buttons = form.querySelectorAll("button");
+    var buttons = Array.prototype.slice.call(form.querySelectorAll("button"));
+    if (buttons.indexOf(button) < 0) { buttons.push(button); }
     buttons.forEach(function (b) { b.disabled = true; });
     // Without a formaction attribute, button.formAction is the page's own URL, not the form's.
     var url = button.hasAttribute("formaction") ? button.formAction : form.action;
@@ -237,7 +243,7 @@
     var form = ev.target;
     var button = ev.submitter || form.querySelector("button[data-item-action]");
     if (ev.defaultPrevented || !button || !button.dataset.itemAction) { return; }
-    var li = form.closest(".run-item");
+    var li = button.closest(".run-item");
     if (!li) { return; }
     ev.preventDefault();
     post(form, button, li);
@@ -253,7 +259,7 @@
       // Only the very next version can be patched onto what the page shows; after a gap (a
       // missed event, a reconnect) the page asks for the item's whole state part.
       if (versionOf(li) + 1 === data.version && patchState(li, detail)) { return; }
-      fetch(li.dataset.fragmentUrl, {credentials: "same-origin", headers: {"HX-Request": "true"}})
+      fetch(itemUrl(li), {credentials: "same-origin", headers: {"HX-Request": "true"}})
         .then(function (response) { return response.ok ? response.text() : null; })
         .then(function (html) {
           if (html) { swapState(li, html, {change: data.change}); }
@@ -265,6 +271,29 @@
         badge.classList.toggle("go", data.status === "completed");
       }
     }
+  }
+
+  // The N/A, note and evidence forms come from the server the first time they are opened.
+  function onToggle(ev) {
+    var details = ev.target;
+    if (!details.open || !details.classList || !details.classList.contains("item-actions")) { return; }
+    var holder = details.querySelector(".item-forms");
+    var li = details.closest(".run-item");
+    if (!holder || !li || holder.dataset.loaded) { return; }
+    holder.dataset.loaded = "loading";
+    fetch(itemUrl(li) + "forms/", {credentials: "same-origin", headers: {"HX-Request": "true"}})
+      .then(function (response) {
+        if (!response.ok) { throw new Error(String(response.status)); }
+        return response.text();
+      })
+      .then(function (html) {
+        holder.innerHTML = html;
+        holder.dataset.loaded = "1";
+      })
+      .catch(function () {
+        delete holder.dataset.loaded;
+        showError(li, "The forms could not be loaded; close and open them again.");
+      });
   }
 
   function items() { return Array.prototype.slice.call(run.querySelectorAll(".run-item")); }
@@ -302,6 +331,8 @@
     if (!run) { return; }
     run.addEventListener("submit", onSubmit);
     run.addEventListener("rc-live", onLive);
+    // "toggle" does not bubble: listen in the capture phase.
+    run.addEventListener("toggle", onToggle, true);
     document.addEventListener("keydown", onKey);
     // Due times pass while the page is open.
     checkDue();
