@@ -197,6 +197,9 @@
     }
     var buttons = Array.prototype.slice.call(form.querySelectorAll("button"));
     if (buttons.indexOf(button) < 0) { buttons.push(button); }
+    // Disabling the pressed button takes the focus from it (to the body): note where it was, to
+    // give it back to the same item once the answer is in.
+    var hadFocus = li.contains(document.activeElement);
     buttons.forEach(function (b) { b.disabled = true; });
     // Without a formaction attribute, button.formAction is the page's own URL, not the form's.
     var url = button.hasAttribute("formaction") ? button.formAction : form.action;
@@ -212,6 +215,7 @@
       var ok = result.status === 200;
       if (ok || result.status === 409 || result.status === 400) {
         swapState(li, result.text, {force: true, change: action, ownNote: ok && action === "note"});
+        if (hadFocus && !li.contains(document.activeElement)) { refocus(li, action); }
         if (ok) {
           (FIELDS[action] || []).forEach(function (name) {
             var input = form.querySelector("[name=" + name + "]");
@@ -225,6 +229,14 @@
       buttons.forEach(function (b) { b.disabled = false; });
       showError(li, "The server did not answer; your change may not be saved. Reload the page.");
     });
+  }
+
+  // After a tick or untick the item's new button (Untick, Tick) takes the focus, so Enter
+  // undoes it again; after other actions the item itself.
+  function refocus(li, action) {
+    var target = (action === "tick" || action === "untick") &&
+      li.querySelector('.item-state button[data-item-action="tick"], .item-state button[data-item-action="untick"]');
+    if (target && !target.disabled) { target.focus(); } else { li.focus(); }
   }
 
   function showError(li, message) {
