@@ -51,7 +51,8 @@ def _csrf(ctx: ItemContext) -> str:
 def _commands(commands: list[dict[str, str]]) -> str:
     return "".join(
         format_html(
-            '<figure class="command"><figcaption>{}</figcaption><pre><code>{}</code></pre></figure>',
+            '<figure class="command"><figcaption>{}</figcaption><pre tabindex="0"><code>{}</code></pre>'
+            "</figure>",
             c.get("language") or "command",
             c.get("code", ""),
         )

@@ -53,9 +53,15 @@ NOT_RUN = (
 class DeploymentFilterForm(forms.Form):
     environment = forms.CharField(required=False)
     status = forms.ChoiceField(
-        required=False, choices=[("", "Any status"), *Deployment.Status.choices]
+        required=False,
+        choices=[("", "Any status"), *Deployment.Status.choices],
+        widget=forms.Select(attrs={"aria-label": "Status"}),
     )
-    kind = forms.ChoiceField(required=False, choices=[("", "Any kind"), *Deployment.Kind.choices])
+    kind = forms.ChoiceField(
+        required=False,
+        choices=[("", "Any kind"), *Deployment.Kind.choices],
+        widget=forms.Select(attrs={"aria-label": "Kind"}),
+    )
     version = forms.CharField(required=False, max_length=64)
 
 

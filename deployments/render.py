@@ -121,7 +121,7 @@ def gates(
 ) -> SafeString:
     """The "Gates" part of one environment's column: open gates with their actions (accept
     risk, acknowledge), then the ticked or N/A ones folded away."""
-    parts = [f'<h4 id="gates-{_e(environment)}">Gates</h4>']
+    parts = [f'<h3 id="gates-{_e(environment)}">Gates</h3>']
     if not open_gates and not closed_gates:
         parts.append('<p class="empty">No severity gates in this environment\'s checklists.</p>')
         return mark_safe("".join(parts))  # noqa: S308 - every value is escaped by _e

@@ -111,7 +111,7 @@ def gated(personas):
 
 
 def gate_part(page: str) -> str:
-    return page.split('id="gates-production"', 1)[1].split("<h4", 1)[0]
+    return page.split('id="gates-production"', 1)[1].split("<h3", 1)[0]
 
 
 def test_gates_list_open_ones_with_their_actions_and_fold_the_closed(client, personas, gated):
