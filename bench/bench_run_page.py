@@ -11,7 +11,9 @@ runbook too. It starts uvicorn on 127.0.0.1 and, for each run, as an engineer wh
 - Debian's chromium through Playwright loading the page --loads times (fresh page, warm HTTP
   cache for the static files), read from the Navigation Timing entry: time to the response's
   last byte, to DOM interactive, and to interactive: DOMContentLoaded's handlers done, which is
-  when the run page's script has wired the items (it then marks the run data-ready).
+  when the run page's script has wired the items (it then marks the run data-ready); and the
+  main-thread work of each load from Chromium's own counters (CPU spent on the page, which a
+  busy machine inflates far less than the wall-clock times: compare the load averages printed).
 
     .venv/bin/python bench/bench_run_page.py [--requests 50] [--loads 15]
 """
@@ -161,6 +163,18 @@ def server_side(base: str, cookie: str, url: str, requests: int) -> tuple[int, i
         return len(response.content), response.text.count('class="run-item '), ms
 
 
+def main_thread(cdp) -> dict[str, float]:  # noqa: ANN001
+    """Chromium's counters of the page's main-thread work, in seconds: all tasks, script, style
+    and layout. Unlike wall-clock times they hardly grow when other processes take the CPU."""
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return {
+        "tasks": metrics["TaskDuration"],
+        "script": metrics["ScriptDuration"],
+        "style": metrics["RecalcStyleDuration"],
+        "layout": metrics["LayoutDuration"],
+    }
+
+
 def in_browser(base: str, cookie: str, url: str, loads: int) -> list[dict]:
     from django.conf import settings
     from playwright.sync_api import sync_playwright
@@ -173,12 +187,18 @@ def in_browser(base: str, cookie: str, url: str, loads: int) -> list[dict]:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": base}])
         page = context.new_page()
+        cdp = context.new_cdp_session(page)
+        cdp.send("Performance.enable")
         page.goto(base + url)  # warm: static files cached, as for someone who works here
         for _ in range(loads):
             page.goto("about:blank")
+            before = main_thread(cdp)
             page.goto(base + url, wait_until="load")
             page.wait_for_selector("[data-run][data-ready='1']", state="attached")
-            results.append(page.evaluate(TIMING))
+            timing = page.evaluate(TIMING)
+            after = main_thread(cdp)
+            timing.update({k: (after[k] - before[k]) * 1000 for k in after})
+            results.append(timing)
         browser.close()
     return results
 
@@ -226,6 +246,11 @@ def main() -> int:
                 f"  time to interactive median {interactive:6.1f} ms  "
                 f"max {max(t['interactive'] for t in timings):6.1f} ms "
                 f"(goal < {INTERACTIVE_GOAL_MS:g} ms)  {'OK' if time_ok else 'OVER'}"
+            )
+            print(
+                f"  main-thread work (medians): all tasks {median('tasks'):6.1f} ms, script "
+                f"{median('script'):6.1f} ms, style {median('style'):6.1f} ms, layout "
+                f"{median('layout'):6.1f} ms"
             )
             if not all(t["ready"] for t in timings):
                 print("  the page's script did not mark the run ready")
