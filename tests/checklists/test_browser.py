@@ -218,3 +218,32 @@ def test_the_overdue_badge_follows_the_clock_and_the_ticks(browser, start_web, p
     page.reload()
     assert not page.locator("[data-overdue-count]").is_visible()
     page.context.close()
+
+
+@pytest.mark.browser
+def test_without_javascript_ticks_and_the_item_forms_still_work(browser, start_web, personas):
+    """Tick buttons submit the page's one form, and the N/A, note and evidence forms open on a
+    page of their own: both work with JavaScript off."""
+    server = start_web()
+    personas.member.set_password("member-pass-2026")
+    personas.member.save()
+    template = services.import_runbook(personas.member, personas.project, RUNBOOK).template
+    run = services.create_run(personas.member, template, environment=personas.staging)
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(f"{server.url}/login/")
+    page.fill("input[name=username]", "mia-member")
+    page.fill("input[name=password]", "member-pass-2026")
+    page.click("button[type=submit]")
+    page.goto(f"{server.url}/p/shop/checklists/runs/{run.pk}/")
+    key = key_of(run, "Feature flags reviewed")
+    page.click(f'li[data-item="{key}"] button[data-item-action="tick"]')
+    page.wait_for_selector(f'li[data-item="{key}"][data-state="done"]')
+    assert RunItem.objects.get(pk=key).state == "done"
+    page.click(f'li[data-item="{key}"] .item-actions summary')
+    page.click(f'li[data-item="{key}"] .item-actions a')
+    page.fill("textarea[name=note]", "Flags checked by hand")
+    page.click('button[data-item-action="note"]')
+    page.wait_for_selector(f'li[data-item="{key}"] .item-state .note')
+    assert RunItem.objects.get(pk=key).note == "Flags checked by hand"
+    context.close()
