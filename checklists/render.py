@@ -52,7 +52,8 @@ def _commands(commands: list[dict[str, str]]) -> str:
     # An inline command stands in the notes' text (its numbered step), shown there already.
     return "".join(
         format_html(
-            '<figure class="command"><figcaption>{}</figcaption><pre><code>{}</code></pre></figure>',
+            '<figure class="command"><figcaption>{}</figcaption><pre tabindex="0"><code>{}</code></pre>'
+            "</figure>",
             " · ".join(filter(None, (c.get("label"), c.get("language") or "command"))),
             c.get("code", ""),
         )
@@ -114,16 +115,15 @@ def item_state(ri: RunItem, ctx: ItemContext, error: str = "") -> SafeString:
     if error:
         out.append(format_html('<p class="error conflict" role="alert">{}</p>', error))
     if ctx.can_tick:
+        # The button submits the run page's one form (id run-actions, holding the CSRF token)
+        # with the version it was shown at: no form, token and field of its own per item. Its
+        # URL is relative to the run page, the only page this part is shown on.
         action = "tick" if state == RunItem.State.OPEN else "untick"
-        button = (
-            '<button type="submit" class="small tick" data-item-action="tick">Tick</button>'
-            if action == "tick"
-            else '<button type="submit" class="small secondary outline untick" '
-            'data-item-action="untick">Untick</button>'
-        )
+        look = "small tick" if action == "tick" else "small secondary outline untick"
         out.append(
-            f'<form method="post" action="{ri.url}{action}/" class="inline">{_csrf(ctx)}'
-            f'<input type="hidden" name="version" value="{ri.version}">{button}</form>'
+            f'<button form="run-actions" formaction="items/{ri.pk}/{action}/" name="version" '
+            f'value="{ri.version}" class="{look}" data-item-action="{action}">'
+            f"{action.capitalize()}</button>"
         )
     out.append(f'<span class="state-label state-{state}">{STATE_LABELS[state]}</span>')
     if state != RunItem.State.OPEN:
@@ -196,7 +196,7 @@ def run_item(ri: RunItem, ctx: ItemContext) -> SafeString:
     out = [
         f'<li class="run-item depth-{item.depth}{" overdue" if ri.overdue else ""}" '
         f'id="item-{ri.pk}" data-item="{ri.pk}" data-state="{ri.state}" '
-        f'data-version="{ri.version}" data-fragment-url="{ri.url}"{due} tabindex="-1">'
+        f'data-version="{ri.version}"{due} tabindex="-1">'
         '<div class="item-text">'
     ]
     if item.severity in SEVERITY_LABELS:
@@ -221,37 +221,47 @@ def run_item(ri: RunItem, ctx: ItemContext) -> SafeString:
         )
     out.append(item_state(ri, ctx))
     if ctx.can_tick:
+        # The N/A, note and evidence forms are fetched when the person opens them (checklists.js;
+        # without JavaScript the link opens them on a page of their own): carried by every item,
+        # they made a long run's page several times heavier and slower to become usable.
         out.append(
-            format_html(
-                '<details class="item-actions"><summary>N/A, note, evidence</summary>'
-                '<form method="post" action="{0}na/" enctype="multipart/form-data" '
-                "data-item-form>{1}"
-                '<input type="hidden" name="version" value="{2}">'
-                '<div class="inline-form"><input type="text" name="reason" maxlength="500" '
-                'placeholder="Why it does not apply" aria-label="Reason for N/A">'
-                '<button type="submit" formaction="{0}na/" data-item-action="na" '
-                'class="secondary small">Mark N/A</button></div>'
-                '<textarea name="note" rows="2" maxlength="2000" aria-label="Note" '
-                'data-base-version="{2}">{3}</textarea>'
-                '<button type="submit" formaction="{0}note/" data-item-action="note" '
-                'class="secondary small">Save note</button>'
-                '<div class="inline-form"><input type="file" name="file" '
-                'aria-label="Evidence file" accept="{4}">'
-                '<button type="submit" formaction="{0}evidence/" data-item-action="evidence" '
-                'class="secondary small">Attach file</button></div>'
-                '<div class="inline-form"><input type="url" name="url" '
-                'placeholder="https://ci.example.com/run/123" aria-label="Evidence link">'
-                '<input type="text" name="name" maxlength="200" placeholder="Label (optional)" '
-                'aria-label="Link label">'
-                '<button type="submit" formaction="{0}link/" data-item-action="link" '
-                'class="secondary small">Attach link</button></div>'
-                "</form></details>",
-                ri.url,
-                mark_safe(_csrf(ctx)),  # noqa: S308 - built by format_html
-                ri.version,
-                ri.note,
-                ctx.evidence_accept,
-            )
+            '<details class="item-actions"><summary>N/A, note, evidence</summary>'
+            f'<div class="item-forms"><a href="items/{ri.pk}/forms/">Open the forms</a></div>'
+            "</details>"
         )
     out.append("</li>")
     return mark_safe("".join(out))  # noqa: S308 - every part escaped above
+
+
+def item_forms(ri: RunItem, ctx: ItemContext) -> SafeString:
+    """The N/A, note and evidence forms of one item, fetched when its "N/A, note, evidence" part
+    is opened. They carry the item's version as of now, like the state part."""
+    return format_html(
+        '<form method="post" action="{0}na/" enctype="multipart/form-data" '
+        "data-item-form>{1}"
+        '<input type="hidden" name="version" value="{2}">'
+        '<div class="inline-form"><input type="text" name="reason" maxlength="500" '
+        'placeholder="Why it does not apply" aria-label="Reason for N/A">'
+        '<button type="submit" formaction="{0}na/" data-item-action="na" '
+        'class="secondary small">Mark N/A</button></div>'
+        '<textarea name="note" rows="2" maxlength="2000" aria-label="Note" '
+        'data-base-version="{2}">{3}</textarea>'
+        '<button type="submit" formaction="{0}note/" data-item-action="note" '
+        'class="secondary small">Save note</button>'
+        '<div class="inline-form"><input type="file" name="file" '
+        'aria-label="Evidence file" accept="{4}">'
+        '<button type="submit" formaction="{0}evidence/" data-item-action="evidence" '
+        'class="secondary small">Attach file</button></div>'
+        '<div class="inline-form"><input type="url" name="url" '
+        'placeholder="https://ci.example.com/run/123" aria-label="Evidence link">'
+        '<input type="text" name="name" maxlength="200" placeholder="Label (optional)" '
+        'aria-label="Link label">'
+        '<button type="submit" formaction="{0}link/" data-item-action="link" '
+        'class="secondary small">Attach link</button></div>'
+        "</form>",
+        ri.url,
+        mark_safe(_csrf(ctx)),  # noqa: S308 - built by format_html
+        ri.version,
+        ri.note,
+        ctx.evidence_accept,
+    )

@@ -57,6 +57,11 @@ urlpatterns = [
         name="checklist-run-item",
     ),
     path(
+        "checklists/runs/<int:run_id>/items/<int:item_id>/forms/",
+        views.run_item_forms,
+        name="checklist-run-item-forms",
+    ),
+    path(
         "checklists/runs/<int:run_id>/items/<int:item_id>/<str:action>/",
         views.run_item_action,
         name="checklist-run-item-action",

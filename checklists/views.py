@@ -743,6 +743,29 @@ def run_item_state(request, slug: str, run_id: int, item_id: int):  # noqa: ANN0
     return _state_fragment(request, project, run, item_id, membership.has_role(ENGINEER))
 
 
+@login_required
+@require_GET
+def run_item_forms(request, slug: str, run_id: int, item_id: int):  # noqa: ANN001, ANN201
+    """The N/A, note and evidence forms of one item: the fragment the run page fetches when they
+    are opened, or (without JavaScript) a page of their own."""
+    project, _membership = _project(request, slug, ENGINEER)
+    run = _run_for(project, run_id)
+    row = RunItem.objects.filter(run=run, pk=item_id).select_related("item").first()
+    if row is None:
+        raise Http404("No such item in this run.")
+    run_url = _run_url(project, run)
+    row.url = f"{run_url}items/{row.pk}/"
+    ctx = render_items.ItemContext(True, get_token(request), run_url, EVIDENCE_ACCEPT)
+    forms_html = render_items.item_forms(row, ctx)
+    if request.htmx:
+        return HttpResponse(forms_html)
+    return render(
+        request,
+        "checklists/item_forms.html",
+        {"project": project, "run": run, "row": row, "forms_html": forms_html},
+    )
+
+
 def _item_action(request, run_item: RunItem, action: str) -> tuple[str, RunItem | None]:  # noqa: ANN001
     """Call the service for the action: a message for people without JavaScript, and the
     changed row when the service returns it (saves reading it again for the answer)."""

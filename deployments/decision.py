@@ -42,6 +42,7 @@ class Gate:
     state: str  # "open" | "done" | "na"
     accepted_until: datetime | None = None  # an unexpired risk acceptance (conditional only)
     acknowledged: bool = False  # warnings only
+    run_id: int | None = None  # the checklist run the item is in, for a link to it
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,10 @@ def evaluate(snapshot: DecisionInput, at: datetime) -> Decision:
         reasons.append(
             Reason(
                 "previous_environment",
-                f"{s.previous[0]} must be verified first (it is {s.previous[1].replace('_', ' ')})",
-                s.link,
+                f"{s.previous[0]} must be verified first: this release deployed there "
+                f"successfully and its verification passed (it is "
+                f"{s.previous[1].replace('_', ' ')})",
+                f"{s.link}#environment-{s.previous[0]}",
             )
         )
     if s.lock is not None:
@@ -318,6 +321,7 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
                 g.state,
                 accepted.get((target.pk, g.key)),
                 (target.pk, g.key) in acknowledged,
+                run_id=run_id,
             )
             for run_id in runs_by_target[target.pk]
             for g in gates_by_run.get(run_id, ())

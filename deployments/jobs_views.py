@@ -40,6 +40,11 @@ from .services.releases import DeployRefused, lock_environment, unlock_environme
 PAGE_SIZE = 25
 LOG_LINES_SHOWN = 1000
 STEP_KINDS = DeploymentStep.ORDER
+NOT_RUN = (
+    DeploymentStep.Status.PENDING,
+    DeploymentStep.Status.SKIPPED,
+    DeploymentStep.Status.CANCELLED,
+)
 
 
 # --- Forms ---------------------------------------------------------------------------------------
@@ -48,9 +53,15 @@ STEP_KINDS = DeploymentStep.ORDER
 class DeploymentFilterForm(forms.Form):
     environment = forms.CharField(required=False)
     status = forms.ChoiceField(
-        required=False, choices=[("", "Any status"), *Deployment.Status.choices]
+        required=False,
+        choices=[("", "Any status"), *Deployment.Status.choices],
+        widget=forms.Select(attrs={"aria-label": "Status"}),
     )
-    kind = forms.ChoiceField(required=False, choices=[("", "Any kind"), *Deployment.Kind.choices])
+    kind = forms.ChoiceField(
+        required=False,
+        choices=[("", "Any kind"), *Deployment.Kind.choices],
+        widget=forms.Select(attrs={"aria-label": "Kind"}),
+    )
     version = forms.CharField(required=False, max_length=64)
 
 
@@ -250,6 +261,9 @@ def _tiers(deployment: Deployment) -> list[tuple[int, list[dict]]]:
         row["desired"] = detail.get("desired") or 0
         row["updated"] = detail.get("updated") or 0
         row["available"] = detail.get("available") or 0
+        # Replica counts mean something once the rollout was watched; before that (a later
+        # tier, or one skipped after a failure) "0/0" would read as a service with no replicas.
+        row["started"] = wait is not None and (wait.status not in NOT_RUN or "updated" in detail)
         row["ordered"] = [row["steps"].get(kind) for kind in STEP_KINDS]
         tiers[row["tier"]].append(row)
     order = sorted(tiers, reverse=deployment.kind == Deployment.Kind.ROLLBACK)
@@ -286,13 +300,13 @@ def deployment_detail(request, slug: str, deployment_id: int):  # noqa: ANN001, 
     # The id first, the rows second: an event between the two is applied again, never missed.
     last_event_id = events.stream_cursor(deployment.topic)
     context = _detail_context(deployment, membership)
+    context["tiers"] = _tiers(deployment)
     if request.htmx:
-        return render(request, "deployments/_deployment_header.html", context)
+        return render(request, "deployments/_deployment_state.html", context)
     lines = list(deployment.log_lines.order_by("-seq")[:LOG_LINES_SHOWN])
     lines.reverse()
     context.update(
         {
-            "tiers": _tiers(deployment),
             "log_lines": lines,
             "last_seq": lines[-1].seq if lines else 0,
             "last_event_id": last_event_id,
@@ -380,7 +394,8 @@ def deployment_start(request, slug: str, release_id: int, environment: str):  # 
     except (ValidationError, PermissionDenied, Conflict) as exc:
         messages.error(request, _errors(exc))
     else:
-        messages.success(request, f"Deploying {release.version} to {env.name}.")
+        # No flash message: the deployment page says itself what is happening, live, and a
+        # "Deploying ..." line outside it would outlive the deployment it announced.
         return redirect("deployment-detail", slug=slug, deployment_id=deployment.pk)
     return _back(request, fallback)
 

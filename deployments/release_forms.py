@@ -52,7 +52,9 @@ class ReleaseEditForm(forms.ModelForm):
 class ReleaseFilterForm(forms.Form):
     environment = forms.CharField(required=False)
     status = forms.ChoiceField(
-        required=False, choices=[("", "Any status"), *ReleaseTarget.Status.choices]
+        required=False,
+        choices=[("", "Any status"), *ReleaseTarget.Status.choices],
+        widget=forms.Select(attrs={"aria-label": "Status"}),
     )
 
 

@@ -275,6 +275,7 @@ def _detail_context(release: Release, membership: Membership, csrf_token: str) -
         accept_risk_url=reverse("release-accept-risk", args=args),
         acknowledge_url=reverse("release-acknowledge", args=args),
         default_expiry=(now + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
+        runs_url=reverse("checklist-runs", args=[release.project.slug]),
     )
     for column in columns:
         column["gates_html"] = release_render.gates(

@@ -7,7 +7,9 @@ server time, on a page whose p95 budget is 100 ms. The same markup built here co
 fraction of that.
 
 Every value goes through ``_e`` (``html.escape`` with quotes, exactly what Django's ``escape``
-does, without building a SafeString per value); the markup is marked safe once, whole.
+does, without building a SafeString per value), and gate texts through ``runbook_inline`` (the
+run page's inline Markdown: escaped by markdown-it, cleaned by nh3); the markup is marked safe
+once, whole.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from django.utils import timezone
 from django.utils.html import conditional_escape
 from django.utils.safestring import SafeString, mark_safe
 
+from checklists.templatetags.checklists_tags import runbook_inline
+
 from .decision import Gate
 
 
@@ -30,6 +34,7 @@ class GateContext:
     accept_risk_url: str
     acknowledge_url: str
     default_expiry: str
+    runs_url: str = ""  # the project's checklist runs, "/p/<slug>/checklists/runs/"
 
 
 def _e(value: object) -> str:
@@ -42,6 +47,18 @@ def _minute(value: datetime) -> str:
 
 def _hidden(name: str, value: str) -> str:
     return f'<input type="hidden" name="{name}" value="{_e(value)}">'
+
+
+def _gate_text(gate: Gate, ctx: GateContext) -> str:
+    """The item's text as the run page shows it (code spans, emphasis; escaped and cleaned by
+    runbook_inline), linked to the item in its run."""
+    text = runbook_inline(gate.text)
+    if not gate.run_id or not ctx.runs_url:
+        return text
+    url = _e(f"{ctx.runs_url}{gate.run_id}/#item-{gate.key}")
+    if "<a " in text:  # a link inside the text: no link around it
+        return f'{text} <a href="{url}">(item)</a>'
+    return f'<a href="{url}">{text}</a>'
 
 
 def _open_gate(gate: Gate, environment: str, production: bool, ctx: GateContext) -> str:
@@ -83,15 +100,15 @@ def _open_gate(gate: Gate, environment: str, production: bool, ctx: GateContext)
     return (
         f'<li class="gate {severity} open" data-gate="{_e(gate.key)}">'
         f'<span class="badge sev-{severity}">{_e(gate.severity.upper())}</span> ⬜ '
-        f"{_e(gate.text)} {action}</li>"
+        f"{_gate_text(gate, ctx)} {action}</li>"
     )
 
 
-def _closed_gate(gate: Gate) -> str:
+def _closed_gate(gate: Gate, ctx: GateContext) -> str:
     mark = "✅" if gate.state == "done" else "➖"
     return (
         f'<li class="gate {_e(gate.severity)} {_e(gate.state)}" data-gate="{_e(gate.key)}">'
-        f"{mark} {_e(gate.text)}</li>"
+        f"{mark} {_gate_text(gate, ctx)}</li>"
     )
 
 
@@ -104,7 +121,7 @@ def gates(
 ) -> SafeString:
     """The "Gates" part of one environment's column: open gates with their actions (accept
     risk, acknowledge), then the ticked or N/A ones folded away."""
-    parts = [f'<h4 id="gates-{_e(environment)}">Gates</h4>']
+    parts = [f'<h3 id="gates-{_e(environment)}">Gates</h3>']
     if not open_gates and not closed_gates:
         parts.append('<p class="empty">No severity gates in this environment\'s checklists.</p>')
         return mark_safe("".join(parts))  # noqa: S308 - every value is escaped by _e
@@ -117,7 +134,7 @@ def gates(
             f'<details class="closed-gates"><summary>{count} gate{"" if count == 1 else "s"} '
             'ticked or N/A</summary><ul class="gates">'
         )
-        parts.extend(_closed_gate(g) for g in closed_gates)
+        parts.extend(_closed_gate(g, ctx) for g in closed_gates)
         parts.append("</ul></details>")
     return mark_safe("".join(parts))  # noqa: S308 - every value is escaped by _e
 

@@ -50,12 +50,16 @@ def seed(project: Project) -> None:
         if staging is None:
             continue
         if name == PRODUCTION_RUNBOOK:
-            # A rehearsal on staging in two hours, so the demo has a live run to tick.
+            # A rehearsal on staging the day after tomorrow at 09:00, so the demo has a run to
+            # tick that nothing is overdue on yet: its first phase is due a day before the start.
+            start = (timezone.now() + timedelta(days=2)).replace(
+                hour=9, minute=0, second=0, microsecond=0
+            )
             services.create_run(
                 actor,
                 outcome.template,
                 environment=staging,
-                planned_start=timezone.now() + timedelta(hours=2),
+                planned_start=start,
                 title="Rehearsal of the production runbook on staging",
             )
         else:

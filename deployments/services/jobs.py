@@ -168,7 +168,10 @@ def _set_status(
     if status == D.RUNNING and deployment.started_at is None:
         changes["started_at"] = now
     if status in Deployment.FINISHED or status == D.ROLLING_BACK:
-        changes.setdefault("finished_at", now)
+        # A deployment ends once: a rollback started later (rolling back, then rolled back) is
+        # another deployment's work, and must not stretch this one's "ended" and "took".
+        if deployment.finished_at is None:
+            changes.setdefault("finished_at", now)
         changes["owner"] = ""
     query = Deployment.objects.filter(pk=deployment.pk, status=before)
     if token is not None:

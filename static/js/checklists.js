@@ -6,6 +6,7 @@
   var run = null;
 
   function stateOf(li) { return li.querySelector(".item-state"); }
+  function itemUrl(li) { return run.dataset.itemsUrl + li.dataset.item + "/"; }
   function versionOf(el) { return parseInt(el.dataset.version || "0", 10); }
 
   // The note keeps the version the person started typing on (data-base-version), so saving it is
@@ -16,6 +17,31 @@
   function markOverdue(li) {
     var due = li.dataset.due ? Date.parse(li.dataset.due) : NaN;
     li.classList.toggle("overdue", li.dataset.state === "open" && !isNaN(due) && due < Date.now());
+  }
+
+  // The run's "N overdue" badge counts what the items say, so it follows ticks (anyone's) and
+  // the clock; a timer wakes the page when the next open item falls due.
+  var dueTimer = null;
+  function updateOverdue() {
+    var badge = run.querySelector("[data-overdue-count]");
+    if (badge) {
+      var count = run.querySelectorAll(".run-item.overdue").length;
+      badge.textContent = count + " overdue";
+      badge.hidden = count === 0;
+    }
+  }
+
+  function checkDue() {
+    var now = Date.now(), next = Infinity;
+    run.querySelectorAll(".run-item").forEach(function (li) {
+      markOverdue(li);
+      var due = li.dataset.due ? Date.parse(li.dataset.due) : NaN;
+      if (li.dataset.state === "open" && due > now && due < next) { next = due; }
+    });
+    updateOverdue();
+    window.clearTimeout(dueTimer);
+    // Timers of more than 24.8 days overflow; a minute's check keeps sleeping laptops honest.
+    dueTimer = window.setTimeout(checkDue, Math.min(next - now + 100, 60000));
   }
 
   function updateProgress() {
@@ -61,6 +87,7 @@
       }
     }
     markOverdue(li);
+    updateOverdue();
     updateProgress();
   }
 
@@ -125,7 +152,7 @@
       var open = data.state === "open";
       var button = state.querySelector('button[data-item-action="tick"], button[data-item-action="untick"]');
       if (button) {
-        button.closest("form").action = li.dataset.fragmentUrl + (open ? "tick/" : "untick/");
+        button.setAttribute("formaction", itemUrl(li) + (open ? "tick/" : "untick/"));
         button.dataset.itemAction = open ? "tick" : "untick";
         button.textContent = open ? "Tick" : "Untick";
         button.className = open ? "small tick" : "small secondary outline untick";
@@ -147,7 +174,9 @@
         reason.remove();
       }
     }
-    state.querySelectorAll("input[name=version]").forEach(function (input) { input.value = data.version; });
+    state.querySelectorAll("input[name=version], button[name=version]").forEach(function (input) {
+      input.value = data.version;
+    });
     state.dataset.state = data.state;
     state.dataset.version = String(data.version);
     stateChanged(li, state, previous, {change: data.change});
@@ -160,11 +189,17 @@
   function post(form, button, li) {
     var data = new FormData(form);
     var action = button.dataset.itemAction;
+    // A tick button belongs to the page's one form (run-actions) and carries its version.
+    if (button.name) { data.set(button.name, button.value); }
     if (form.closest(".item-actions")) {
       var area = noteArea(li);
       data.set("version", action === "note" ? area.dataset.baseVersion : li.dataset.version);
     }
-    var buttons = form.querySelectorAll("button");
+    var buttons = Array.prototype.slice.call(form.querySelectorAll("button"));
+    if (buttons.indexOf(button) < 0) { buttons.push(button); }
+    // Disabling the pressed button takes the focus from it (to the body): note where it was, to
+    // give it back to the same item once the answer is in.
+    var hadFocus = li.contains(document.activeElement);
     buttons.forEach(function (b) { b.disabled = true; });
     // Without a formaction attribute, button.formAction is the page's own URL, not the form's.
     var url = button.hasAttribute("formaction") ? button.formAction : form.action;
@@ -180,6 +215,7 @@
       var ok = result.status === 200;
       if (ok || result.status === 409 || result.status === 400) {
         swapState(li, result.text, {force: true, change: action, ownNote: ok && action === "note"});
+        if (hadFocus && !li.contains(document.activeElement)) { refocus(li, action); }
         if (ok) {
           (FIELDS[action] || []).forEach(function (name) {
             var input = form.querySelector("[name=" + name + "]");
@@ -193,6 +229,14 @@
       buttons.forEach(function (b) { b.disabled = false; });
       showError(li, "The server did not answer; your change may not be saved. Reload the page.");
     });
+  }
+
+  // After a tick or untick the item's new button (Untick, Tick) takes the focus, so Enter
+  // undoes it again; after other actions the item itself.
+  function refocus(li, action) {
+    var target = (action === "tick" || action === "untick") &&
+      li.querySelector('.item-state button[data-item-action="tick"], .item-state button[data-item-action="untick"]');
+    if (target && !target.disabled) { target.focus(); } else { li.focus(); }
   }
 
   function showError(li, message) {
@@ -211,7 +255,7 @@
     var form = ev.target;
     var button = ev.submitter || form.querySelector("button[data-item-action]");
     if (ev.defaultPrevented || !button || !button.dataset.itemAction) { return; }
-    var li = form.closest(".run-item");
+    var li = button.closest(".run-item");
     if (!li) { return; }
     ev.preventDefault();
     post(form, button, li);
@@ -227,7 +271,7 @@
       // Only the very next version can be patched onto what the page shows; after a gap (a
       // missed event, a reconnect) the page asks for the item's whole state part.
       if (versionOf(li) + 1 === data.version && patchState(li, detail)) { return; }
-      fetch(li.dataset.fragmentUrl, {credentials: "same-origin", headers: {"HX-Request": "true"}})
+      fetch(itemUrl(li), {credentials: "same-origin", headers: {"HX-Request": "true"}})
         .then(function (response) { return response.ok ? response.text() : null; })
         .then(function (html) {
           if (html) { swapState(li, html, {change: data.change}); }
@@ -239,6 +283,29 @@
         badge.classList.toggle("go", data.status === "completed");
       }
     }
+  }
+
+  // The N/A, note and evidence forms come from the server the first time they are opened.
+  function onToggle(ev) {
+    var details = ev.target;
+    if (!details.open || !details.classList || !details.classList.contains("item-actions")) { return; }
+    var holder = details.querySelector(".item-forms");
+    var li = details.closest(".run-item");
+    if (!holder || !li || holder.dataset.loaded) { return; }
+    holder.dataset.loaded = "loading";
+    fetch(itemUrl(li) + "forms/", {credentials: "same-origin", headers: {"HX-Request": "true"}})
+      .then(function (response) {
+        if (!response.ok) { throw new Error(String(response.status)); }
+        return response.text();
+      })
+      .then(function (html) {
+        holder.innerHTML = html;
+        holder.dataset.loaded = "1";
+      })
+      .catch(function () {
+        delete holder.dataset.loaded;
+        showError(li, "The forms could not be loaded; close and open them again.");
+      });
   }
 
   function items() { return Array.prototype.slice.call(run.querySelectorAll(".run-item")); }
@@ -276,10 +343,11 @@
     if (!run) { return; }
     run.addEventListener("submit", onSubmit);
     run.addEventListener("rc-live", onLive);
+    // "toggle" does not bubble: listen in the capture phase.
+    run.addEventListener("toggle", onToggle, true);
     document.addEventListener("keydown", onKey);
-    run.querySelectorAll(".run-item").forEach(markOverdue);
     // Due times pass while the page is open.
-    window.setInterval(function () { run.querySelectorAll(".run-item").forEach(markOverdue); }, 30000);
+    checkDue();
     run.dataset.ready = "1";
   }
 

@@ -1,7 +1,8 @@
 // Deployment page: apply live changes (step states, replica progress, log lines) in place.
 // app.js opens the stream of the wrapper's data-live-topic and re-dispatches each event on it as
 // "rc-live"; the data of a deployment event is {"changes": [...]}. A change of the deployment's
-// status also fires "rc-deployment-status", on which htmx refreshes the header (buttons, reason).
+// status also fires "rc-deployment-status", on which htmx re-renders the header and the tiers
+// from the server, with the very fragment a reload renders (steps closed at the end included).
 // Applying a change twice is harmless, and log lines carry a sequence number, so events that
 // overlap the rendered page (or a reconnect) neither duplicate nor lose anything.
 (function () {
@@ -26,6 +27,9 @@
   function setProgress(root, change) {
     var cell = root.querySelector('[data-wait-step="' + change.id + '"]');
     if (!cell) { return; }
+    var note = cell.querySelector("[data-not-started]");
+    if (note) { note.remove(); }
+    cell.querySelectorAll(".bar[hidden]").forEach(function (bar) { bar.hidden = false; });
     setBar(cell, "updated", change.updated, change.desired);
     setBar(cell, "available", change.available, change.desired);
   }

@@ -183,3 +183,67 @@ def test_na_note_and_evidence_reach_the_other_page_live(two_people):
     bob.wait_for_selector("[data-run][data-ready='1']")
     assert " ".join(bob.inner_text(f"{item} .item-state").split()) == " ".join(patched.split())
     assert not problems, problems
+
+
+@pytest.mark.browser
+def test_the_overdue_badge_follows_the_clock_and_the_ticks(browser, start_web, personas):
+    """An item falls due while the page is open: the run's "N overdue" badge appears without a
+    reload, and goes when the overdue items are ticked."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    server = start_web()
+    personas.member.set_password("member-pass-2026")
+    personas.member.save()
+    runbook = "# Go live\n\n## Switch over (T-0)\n\n- [ ] Flip the flag\n- [ ] Watch errors\n"
+    template = services.import_runbook(personas.member, personas.project, runbook).template
+    page = login_page(browser, server.url, "mia-member", "member-pass-2026")
+    run = services.create_run(
+        personas.member,
+        template,
+        environment=personas.staging,
+        planned_start=timezone.now() + timedelta(seconds=6),
+    )
+    page.goto(f"{server.url}/p/shop/checklists/runs/{run.pk}/")
+    page.wait_for_selector("[data-run][data-ready='1']")
+    badge = page.locator("[data-overdue-count]")
+    assert not badge.is_visible()
+    page.wait_for_selector("[data-overdue-count]:not([hidden])", timeout=10000)
+    assert badge.inner_text() == "2 overdue"
+    page.click(f'li[data-item="{key_of(run, "Flip the flag")}"] button[data-item-action="tick"]')
+    page.wait_for_selector("[data-overdue-count]:text-is('1 overdue')")
+    page.click(f'li[data-item="{key_of(run, "Watch errors")}"] button[data-item-action="tick"]')
+    page.wait_for_selector("[data-overdue-count][hidden]", state="attached")
+    page.reload()
+    assert not page.locator("[data-overdue-count]").is_visible()
+    page.context.close()
+
+
+@pytest.mark.browser
+def test_without_javascript_ticks_and_the_item_forms_still_work(browser, start_web, personas):
+    """Tick buttons submit the page's one form, and the N/A, note and evidence forms open on a
+    page of their own: both work with JavaScript off."""
+    server = start_web()
+    personas.member.set_password("member-pass-2026")
+    personas.member.save()
+    template = services.import_runbook(personas.member, personas.project, RUNBOOK).template
+    run = services.create_run(personas.member, template, environment=personas.staging)
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(f"{server.url}/login/")
+    page.fill("input[name=username]", "mia-member")
+    page.fill("input[name=password]", "member-pass-2026")
+    page.click("button[type=submit]")
+    page.goto(f"{server.url}/p/shop/checklists/runs/{run.pk}/")
+    key = key_of(run, "Feature flags reviewed")
+    page.click(f'li[data-item="{key}"] button[data-item-action="tick"]')
+    page.wait_for_selector(f'li[data-item="{key}"][data-state="done"]')
+    assert RunItem.objects.get(pk=key).state == "done"
+    page.click(f'li[data-item="{key}"] .item-actions summary')
+    page.click(f'li[data-item="{key}"] .item-actions a')
+    page.fill("textarea[name=note]", "Flags checked by hand")
+    page.click('button[data-item-action="note"]')
+    page.wait_for_selector(f'li[data-item="{key}"] .item-state .note')
+    assert RunItem.objects.get(pk=key).note == "Flags checked by hand"
+    context.close()

@@ -64,3 +64,6 @@ def test_demo_run_page_renders(client, db):
     page = client.get(f"/p/acme-shop/checklists/runs/{run.pk}/")
     assert page.status_code == 200
     assert "Readiness gates" in page.content.decode()
+    # A newcomer opens the demo's run before anything in it is due: nothing overdue yet.
+    assert page.context["overdue_count"] == 0
+    assert "data-overdue-count hidden" in page.content.decode()

@@ -49,3 +49,60 @@ def test_press_deploy_and_watch_progress_move_live(
     assert log.count() > 5
     assert "patched web to registry.example/web:1.4.0" in page.inner_text("#deployment-log")
     page.context.close()
+
+
+def _step_states(page) -> dict[str, str]:  # noqa: ANN001
+    return page.eval_on_selector_all(
+        "[data-step-id]",
+        "els => Object.fromEntries(els.map(e => [e.dataset.stepId, e.textContent]))",
+    )
+
+
+def test_a_failed_deployment_ends_live_as_a_reload_shows_it_and_a_rollback_adds_no_time(
+    browser, start_web, start_worker, start_sim, personas
+):
+    """Watched live to its failure, the page ends as a reload renders it: no step left "Pending",
+    no "Deploying ..." line, no promise of a next tier; tiers never started say so instead of
+    "0/0". A manual rollback afterwards does not stretch the deployment's end or its duration."""
+    from deployments.models import Deployment
+
+    from .jobs_helpers import add_tier
+
+    add_tier(personas, "worker", 3)
+    add_tier(personas, "mailer", 3)
+    sim = start_sim(rollout_seconds=0.5, progress_deadline_seconds=2)
+    configure(personas, sim)
+    approved_release(personas, version="1.4.0-bad")
+    personas.member.set_password("member-password-2026")
+    personas.member.save()
+    server = start_web()
+    start_worker()
+    page = login_page(browser, server.url, "mia-member", "member-password-2026")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{server.url}/p/{personas.project.slug}/environments/staging/")
+    page.click("[data-release='1.4.0-bad'] [data-action=deploy]")
+    page.wait_for_url("**/deployments/*/")
+    url = page.url
+    page.wait_for_selector("[data-deployment-status=failed]", timeout=60000)
+    text = page.inner_text("main")
+    live = _step_states(page)
+    assert "Pending" not in live.values(), live
+    assert "Deploying" not in text
+    assert "the next tier starts" not in text
+    assert "0/0" not in page.inner_text("tr[data-service=worker]")
+    assert "not rolled out" in page.inner_text("tr[data-service=worker]")
+    page.reload()
+    assert _step_states(page) == live
+    assert page.inner_text("main") == text
+
+    deployment = Deployment.objects.get(version="1.4.0-bad")
+    ended, took = deployment.finished_at, deployment.took
+    page.click("[data-action=rollback]")
+    page.wait_for_url(lambda u: u != url)
+    page.wait_for_selector("[data-deployment-status=succeeded]", timeout=60000)
+    deployment.refresh_from_db()
+    assert deployment.status == "rolled_back"
+    assert deployment.finished_at == ended
+    page.goto(f"{server.url}/p/{personas.project.slug}/deployments/")
+    assert page.inner_text(f"tr[data-deployment='{deployment.pk}'] td:last-child") == took
+    page.context.close()

@@ -94,7 +94,8 @@ def test_deployment_page_shows_tiers_steps_progress_and_log(ready, client):
     header = client.get(
         f"/p/{personas.project.slug}/deployments/{deployment.pk}/", HTTP_HX_REQUEST="true"
     ).content.decode()
-    assert header.startswith('<header id="deployment-header"')
+    assert header.startswith('<div id="deployment-state"')
+    assert 'data-tier="2"' in header
     client.force_login(personas.viewer)
     assert 'data-action="cancel"' not in client.get(page.request["PATH_INFO"]).content.decode()
 

@@ -403,7 +403,11 @@ def test_previous_environment_must_be_verified(team):
     release = make_release(team)
     decision = decide(release, team.production)
     assert [r.code for r in decision.reasons] == ["previous_environment"]
-    assert "staging must be verified first (it is draft)" in decision.reasons[0].message
+    message = decision.reasons[0].message
+    assert message.startswith("staging must be verified first: ")
+    # What "verified" takes, and where to make it so.
+    assert "deployed there successfully and its verification passed (it is draft)" in message
+    assert decision.reasons[0].link.endswith(f"/releases/{release.pk}/#environment-staging")
 
 
 def test_status_transitions_are_checked_and_audited(team):
