@@ -87,6 +87,11 @@ class Decision:
         return self.decision == "go"
 
     @property
+    def locked(self) -> bool:
+        """A lock refuses a deployment outright: no override gets past it."""
+        return any(r.code == "locked" for r in self.reasons)
+
+    @property
     def approval_blockers(self) -> tuple[Reason, ...]:
         return tuple(r for r in self.reasons if r.code in APPROVAL_CODES)
 

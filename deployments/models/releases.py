@@ -366,6 +366,7 @@ class EnvironmentLock(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    release_reason = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["environment", "-locked_at"]

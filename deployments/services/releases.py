@@ -38,6 +38,7 @@ from ..models import (
 
 __all__ = [
     "DeployRefused",
+    "EnvironmentLocked",
     "accept_risk",
     "acknowledge_warning",
     "add_time_window",
@@ -58,6 +59,7 @@ __all__ = [
     "sign_off",
     "submit_for_review",
     "transition",
+    "may_unlock",
     "unlock_environment",
     "update_policy",
     "update_release",
@@ -74,6 +76,17 @@ class DeployRefused(Exception):
     def __init__(self, decision: Decision) -> None:
         super().__init__("; ".join(r.message for r in decision.reasons))
         self.decision = decision
+
+
+class EnvironmentLocked(DeployRefused):
+    """The environment is locked. Unlike the other no-go reasons, no override gets past it: the
+    lock is held by a person for a reason, and only its release (audited) lets deployments in."""
+
+    code = "locked"
+
+    def __init__(self, decision: Decision, lock: EnvironmentLock) -> None:
+        super().__init__(decision)
+        self.lock = lock
 
 
 def _publish(target_or_release, verb: str, actor, **kwargs: Any) -> None:  # noqa: ANN001
@@ -618,6 +631,11 @@ def check_deploy_allowed(
     decision = decide(locked, environment, requester=actor)
     if decision.go:
         return None
+    lock = _held_lock(environment)
+    if lock is not None:
+        # Break-glass is for no-go reasons; a lock is a person saying "not now", so nothing,
+        # an override included, deploys until that person or an admin releases it.
+        raise EnvironmentLocked(decision, lock)
     if not override_reason:
         raise DeployRefused(decision)
     target = ReleaseTarget.objects.select_related("environment", "release__project").get(
@@ -713,27 +731,57 @@ def lock_environment(
     return lock
 
 
+def _held_lock(environment: Environment) -> EnvironmentLock | None:
+    return (
+        EnvironmentLock.objects.filter(environment=environment, released_at__isnull=True)
+        .select_related("locked_by")
+        .first()
+    )
+
+
+def may_unlock(membership: Membership, lock: EnvironmentLock) -> bool:
+    """Whoever holds a lock may release it, and so may a project admin; nobody else."""
+    return lock.locked_by_id == membership.user_id or membership.has_role(Membership.Role.ADMIN)
+
+
 @transaction.atomic
-def unlock_environment(actor, membership: Membership, environment: Environment) -> EnvironmentLock:  # noqa: ANN001
+def unlock_environment(
+    actor,  # noqa: ANN001
+    membership: Membership,
+    environment: Environment,
+    reason: str = "",
+) -> EnvironmentLock:
+    """Release the environment's lock: only its holder or a project admin, always with a reason,
+    which the audit log keeps beside the lock's own."""
     require_role(membership, Membership.Role.ENGINEER)
     lock = (
-        EnvironmentLock.objects.select_for_update()
+        EnvironmentLock.objects.select_for_update(of=("self",))
+        .select_related("locked_by")
         .filter(environment=environment, released_at__isnull=True)
         .first()
     )
     if lock is None:
         raise ValidationError(f"{environment.name} is not locked.")
+    if not may_unlock(membership, lock):
+        raise PermissionDenied(
+            f"{environment.name} is locked by {lock.locked_by.username}; only they or a project "
+            "admin may unlock it."
+        )
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why the lock can be released."})
     lock.released_at = timezone.now()
     lock.released_by = actor
-    lock.save(update_fields=["released_at", "released_by"])
+    lock.release_reason = reason[:2000]
+    lock.save(update_fields=["released_at", "released_by", "release_reason"])
     events.publish(
         environment.project.topic,
         "environment.unlocked",
         project=environment.project_id,
         actor=actor,
         obj=lock,
-        before={"reason": lock.reason},
-        after={"environment": environment.name},
+        before={"reason": lock.reason, "locked_by": lock.locked_by.username},
+        after={"environment": environment.name, "reason": lock.release_reason},
     )
     return lock
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.template.loader import render_to_string
@@ -10,7 +12,14 @@ from django.test.utils import CaptureQueriesContext
 
 from deployments import services
 from deployments.decision import decide
-from deployments.models import DeployedVersion, Deployment, DeploymentStep, ReleaseTarget
+from deployments.models import (
+    DeployedVersion,
+    Deployment,
+    DeploymentStep,
+    Override,
+    ReleaseTarget,
+)
+from releasecenter.models import AuditEvent
 
 from .jobs_helpers import TOKEN, approved_release, configure
 
@@ -132,8 +141,12 @@ def test_environment_page_lock_unlock_and_what_runs_where(ready, client):
     assert decide(release, personas.staging).reasons[0].code == "locked"
     assert 'data-action="deploy"' not in html
     assert client.post(base + "lock/", {"reason": ""}).status_code == 302
-    client.post(base + "unlock/")
+    client.post(base + "unlock/")  # no reason: the lock holds
+    assert 'data-locked="yes"' in client.get(base).content.decode()
+    client.post(base + "unlock/", {"reason": "payments are back"})
     assert 'data-locked="no"' in client.get(base).content.decode()
+    event = AuditEvent.objects.get(verb="environment.unlocked")
+    assert event.actor == personas.member and event.after["reason"] == "payments are back"
 
 
 def test_only_admins_change_the_deploy_target_and_secrets_stay_hidden(ready, client):
@@ -193,13 +206,34 @@ def test_deploy_button_fragment_and_start_view(ready, client, rf):
     services.lock_environment(
         personas.admin, personas.membership(personas.admin), personas.staging, "freeze"
     )
+    # A lock is absolute: not even a lead is offered the override.
+    assert 'data-action="override"' not in button(personas.lead)
+    assert "data-locked-hint" in button(personas.lead)
+    client.force_login(personas.lead)
+    refused = client.post(
+        f"/p/{slug}/releases/{release.pk}/deploy/staging/",
+        {"override_reason": "customer escalation, approved by CTO"},
+        follow=True,
+    )
+    assert "Not deployed to staging" in refused.content.decode()
+    assert "freeze" in refused.content.decode()
+    assert not Deployment.objects.exists() and not Override.objects.exists()
+    services.unlock_environment(
+        personas.admin, personas.membership(personas.admin), personas.staging, "freeze over"
+    )
+    services.update_policy(
+        personas.admin,
+        personas.membership(personas.admin),
+        personas.staging,
+        min_notice=timedelta(hours=1),
+    )
     assert 'data-action="override"' in button(personas.lead)
     assert 'data-action="override"' not in button(personas.member)
 
     client.force_login(personas.member)
     refused = client.post(f"/p/{slug}/releases/{release.pk}/deploy/staging/", follow=True)
     assert "Not deployed to staging" in refused.content.decode()
-    assert "freeze" in refused.content.decode()
+    assert "notice" in refused.content.decode()
     assert not Deployment.objects.exists()
     client.force_login(personas.lead)
     started = client.post(
