@@ -128,6 +128,16 @@ class ItemForm(forms.Form):
         max_length=2000,
         help_text='An automated check as JSON, e.g. {"kind": "check", "check_id": 12}.',
     )
+    BUILD_CHOICES = [
+        ("", "By severity: a gate reopens, a plain step keeps its tick"),
+        ("reopens", "Reopens: the tick is proof about one build"),
+        ("keeps", "Keeps its tick: independent of the build"),
+    ]
+    on_new_commit = forms.ChoiceField(
+        required=False,
+        choices=BUILD_CHOICES,
+        label="When the release's commit changes",
+    )
 
     @classmethod
     def initial_for(cls, item) -> dict:  # noqa: ANN001
@@ -143,6 +153,7 @@ class ItemForm(forms.Form):
             "pre_checked": item.pre_checked,
             "commands": commands_to_text(item.commands),
             "automation": json.dumps(item.automation) if item.automation else "",
+            "on_new_commit": {None: "", True: "keeps", False: "reopens"}[item.independent_of_build],
         }
 
     def clean_commands(self) -> list[dict[str, str]]:
@@ -160,6 +171,9 @@ class ItemForm(forms.Form):
     def service_fields(self) -> dict:
         data = dict(self.cleaned_data)
         data["due_offset_minutes"] = data.pop("due_offset")
+        data["independent_of_build"] = {"": None, "keeps": True, "reopens": False}[
+            data.pop("on_new_commit", "") or ""
+        ]
         return data
 
 

@@ -155,6 +155,10 @@ class Item(models.Model):
     # An automated check that can tick the item, e.g. {"kind": "check", "check_id": 12};
     # see checklists.automation.
     automation = models.JSONField(null=True, blank=True)
+    # Whether a tick still holds when the release moves to another commit. None: by kind (a
+    # gate is proof about one build and reopens, a plain step keeps its tick); True: keeps
+    # its tick (e.g. "book the change window"); False: reopens even without a severity.
+    independent_of_build = models.BooleanField(null=True, blank=True)
 
     class Meta:
         ordering = ["version", "position"]
@@ -162,6 +166,12 @@ class Item(models.Model):
 
     def __str__(self) -> str:
         return self.text[:80]
+
+    @property
+    def reopens_on_new_build(self) -> bool:
+        if self.independent_of_build is not None:
+            return not self.independent_of_build
+        return self.severity != Severity.NONE
 
 
 class RecurringSchedule(models.Model):

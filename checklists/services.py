@@ -88,6 +88,7 @@ __all__ = [
     "parse_due_offset",
     "preview_runbook",
     "remove_evidence",
+    "reopen_for_new_build",
     "run_automated_item",
     "set_note",
     "set_schedule_active",
@@ -478,6 +479,13 @@ def _clean_item_fields(fields: dict[str, Any], *, partial: bool) -> dict[str, An
         cleaned["commands"] = _clean_commands(fields["commands"])
     if "automation" in fields:
         cleaned["automation"] = _clean_automation(fields["automation"])
+    if "independent_of_build" in fields:
+        value = fields["independent_of_build"]
+        if value not in (None, True, False):
+            raise ValidationError(
+                {"independent_of_build": "Answer true, false, or null (by the item's severity)."}
+            )
+        cleaned["independent_of_build"] = value
     return cleaned
 
 
@@ -1027,6 +1035,54 @@ def sync_completion(run_id: int, actor: Any = None) -> None:
             after={"status": run.status},
             data={"run": run.pk, "status": run.status},
         )
+
+
+def reopen_for_new_build(actor: Any, run_ids: list[int], reason: str) -> list[RunItem]:
+    """The build these runs vouch for changed (a release moved to another commit): reopen every
+    done item whose template says its tick is proof about one build (see
+    ``Item.reopens_on_new_build``), with its automated result cleared; the others keep their
+    ticks. N/A items stay N/A: "does not apply" is a judgement about the release, not about a
+    build. Returns the reopened items; each is a "run.item.reopened" event naming ``reason``.
+    Runs inside the caller's transaction."""
+    if not run_ids:
+        return []
+    for run_id in sorted(set(run_ids)):
+        _share_lock_run(run_id)
+    rows = (
+        RunItem.objects.select_for_update(of=("self",))
+        .select_related("item", "run")
+        .filter(run_id__in=run_ids, state=RunItem.State.DONE)
+        .order_by("pk")
+    )
+    now = timezone.now()
+    reopened = []
+    for row in rows:
+        if not row.item.reopens_on_new_build:
+            continue
+        before = _snapshot(row)
+        row.state = RunItem.State.OPEN
+        row.done_by = None
+        row.done_at = None
+        row.version += 1
+        row.changed_by = _user(actor)
+        row.changed_at = now
+        row.automation_passed = None
+        row.automation_summary = ""
+        row.automation_at = None
+        row.save(update_fields=[*ITEM_STATE_FIELDS, *AUTOMATION_FIELDS])
+        _publish_item(
+            actor,
+            row,
+            row.run.project_id,
+            "run.item.reopened",
+            "untick",
+            before,
+            {"reason": reason, "text": row.item.text[:200]},
+        )
+        reopened.append(row)
+    for run_id in sorted({r.run_id for r in reopened}):
+        transaction.on_commit(lambda run_id=run_id: sync_completion(run_id, actor))
+    return reopened
 
 
 # --- Evidence ------------------------------------------------------------------------------

@@ -75,6 +75,19 @@ class DecisionInput:
     lock: tuple[str, str, datetime] | None = None  # (reason, username, since)
     incidents: tuple[tuple[str, str, str], ...] = ()  # (reference, severity, title)
     link: str = ""
+    # The last finished deployment of this commit here, when it failed or was rolled back.
+    setback: Setback | None = None
+
+
+@dataclass(frozen=True)
+class Setback:
+    """A deployment of the release's commit to this environment that failed or was rolled back,
+    with nothing succeeding after it."""
+
+    deployment_id: int
+    status: str  # "failed" | "rolling_back" | "rolled_back"
+    version: str
+    link: str
 
 
 @dataclass(frozen=True)
@@ -207,7 +220,32 @@ def evaluate(snapshot: DecisionInput, at: datetime) -> Decision:
         )
     for reference, severity, title in s.incidents:
         reasons.append(Reason("incident", f"Open {severity} incident {reference}: {title}", s.link))
+    reasons.extend(_setback_reasons(s))
     return Decision("no-go" if reasons else "go", tuple(reasons))
+
+
+SETBACK_WORDS = {
+    "failed": "failed",
+    "rolling_back": "failed and is rolling back",
+    "rolled_back": "was rolled back",
+}
+
+
+def _setback_reasons(s: DecisionInput) -> list[Reason]:
+    """A failed or rolled-back deployment of this commit here counts against it until a later
+    deployment of it succeeds (or a lead overrides, which is how that later one starts)."""
+    if s.setback is None:
+        return []
+    b = s.setback
+    return [
+        Reason(
+            "deployment_failed",
+            f"Deployment #{b.deployment_id} of {b.version} to {s.environment} "
+            f"{SETBACK_WORDS.get(b.status, b.status)}; it counts against this release here "
+            "until a deployment of it succeeds",
+            b.link,
+        )
+    ]
 
 
 # --- Reading the snapshot ---------------------------------------------------------------------
@@ -242,6 +280,42 @@ def _weekly(w) -> WeeklyWindow:  # noqa: ANN001
     return WeeklyWindow(
         w.start_weekday, w.start_time, w.end_weekday, w.end_time, w.timezone, w.label
     )
+
+
+def _proven_status(target, release) -> str:  # noqa: ANN001
+    """A target's status as proof about the release's current commit: "verified" only when the
+    verified rollout ran this commit."""
+    if target.status in ("deployed", "verified") and target.deployed_commit != release.commit_sha:
+        return "verified at another commit"
+    return target.status
+
+
+def _setbacks(release) -> dict[int, Setback]:  # noqa: ANN001
+    """{environment id: Setback} for the environments where the latest finished deployment of
+    the release's current commit failed or was rolled back. One query."""
+    from .models import Deployment
+
+    D = Deployment.Status  # noqa: N806
+    latest: dict[int, tuple] = {}
+    rows = (
+        Deployment.objects.filter(
+            release=release,
+            kind=Deployment.Kind.DEPLOY,
+            commit_sha=release.commit_sha,
+            status__in=[D.SUCCEEDED, D.FAILED, D.ROLLING_BACK, D.ROLLED_BACK],
+        )
+        .order_by("environment_id", "-id")
+        .values_list("environment_id", "pk", "status", "version")
+    )
+    for environment_id, pk, status, version in rows:
+        latest.setdefault(environment_id, (pk, status, version))
+    return {
+        environment_id: Setback(
+            pk, status, version, reverse("deployment-detail", args=[release.project.slug, pk])
+        )
+        for environment_id, (pk, status, version) in latest.items()
+        if status != D.SUCCEEDED
+    }
 
 
 def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionInput]:  # noqa: ANN001
@@ -304,6 +378,7 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
             environment_id__in=env_ids, released_at__isnull=True
         ).select_related("locked_by")
     }
+    setbacks = _setbacks(release)
     excluded = (
         requester.pk
         if requester is not None and not release.project.requester_counts_for_quorum
@@ -344,7 +419,7 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
         if policy is not None and policy.require_previous_verified:
             earlier = [t for t in targets[:index] if t.environment.order < environment.order]
             if earlier:
-                previous = (earlier[-1].environment.name, earlier[-1].status)
+                previous = (earlier[-1].environment.name, _proven_status(earlier[-1], release))
         lock = locks.get(environment.pk)
         approvals_at = [s.created_at for s in active if s.decision == "approve"]
         env_windows = windows[environment.pk]
@@ -368,6 +443,7 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
             lock=(lock.reason, lock.locked_by.username, lock.locked_at) if lock else None,
             incidents=_incidents(environment, policy.block_on_incidents if policy else ""),
             link=link,
+            setback=setbacks.get(environment.pk),
         )
     return snapshots
 

@@ -129,13 +129,22 @@ def release_edit(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
     form = forms.ReleaseEditForm(request.POST or None, instance=release)
     if request.method == "POST" and form.is_valid():
         try:
-            services.update_release(request.user, membership, release, **form.cleaned_data)
+            before_commit = Release.objects.values_list("commit_sha", flat=True).get(pk=release.pk)
+            updated = services.update_release(
+                request.user, membership, release, **form.cleaned_data
+            )
         except (ValidationError, PermissionDenied) as exc:
             form.add_error(None, _errors(exc))
         except Conflict as exc:
             form.add_error("version", str(exc))
         else:
-            messages.success(request, "Release updated.")
+            note = ""
+            if updated.commit_sha != before_commit:
+                note = (
+                    " The commit changed: what was proven about the old one no longer counts "
+                    "(see what it reopened below)."
+                )
+            messages.success(request, "Release updated." + note)
             return redirect("release-detail", slug=slug, release_id=release.pk)
     return render(
         request,
@@ -294,6 +303,12 @@ def _detail_context(release: Release, membership: Membership, csrf_token: str) -
     )
     timeline_entries = _timeline(timeline, release.project.slug)
     return {
+        "commit_resets": [
+            event.data
+            for event in AuditEvent.objects.filter(
+                topic=release.topic, verb="release.commit_reset", data__revision=release.revision
+            ).order_by("id")
+        ],
         "release": release,
         "project": release.project,
         "membership": membership,

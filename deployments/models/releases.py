@@ -93,8 +93,10 @@ class ReleaseTarget(models.Model):
         # A cancelled deployment returns the release to review, where approval follows its
         # gates and sign-offs again; cancelling the release itself is a separate decision.
         S.DEPLOYING: {S.DEPLOYED, S.FAILED, S.CANCELLED, S.ROLLED_BACK, S.IN_REVIEW},
-        S.DEPLOYED: {S.VERIFIED, S.FAILED, S.ROLLED_BACK, S.DEPLOYING},
-        S.VERIFIED: {S.ROLLED_BACK, S.DEPLOYING},
+        # A new commit sends a deployed or verified release back to review: the proof was
+        # about another build (see services.releases.update_release).
+        S.DEPLOYED: {S.VERIFIED, S.FAILED, S.ROLLED_BACK, S.DEPLOYING, S.IN_REVIEW},
+        S.VERIFIED: {S.ROLLED_BACK, S.DEPLOYING, S.IN_REVIEW},
         S.FAILED: {S.DEPLOYING, S.ROLLED_BACK, S.IN_REVIEW, S.CANCELLED},
         S.ROLLED_BACK: {S.DEPLOYING, S.IN_REVIEW, S.CANCELLED},
         S.CANCELLED: set(),
@@ -112,6 +114,9 @@ class ReleaseTarget(models.Model):
     deploying_at = models.DateTimeField(null=True, blank=True)
     deployed_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
+    # The commit the release's last successful rollout here ran: "verified" holds for that commit
+    # only, and a change of the release's commit clears it.
+    deployed_commit = models.CharField(max_length=64, blank=True, default="")
     # Checklist runs attached to this release in this environment (see checklists.Run).
     runs = models.ManyToManyField("checklists.Run", blank=True, related_name="release_targets")
 
