@@ -16,7 +16,9 @@ from django.apps import apps
 from django.urls import reverse
 from django.utils import timezone
 
-from .lib.windows import WeeklyWindow
+from .lib.windows import DatedWindow, WeeklyWindow
+
+Window = WeeklyWindow | DatedWindow
 
 APPROVAL_CODES = {
     "gate_no_go",
@@ -66,8 +68,8 @@ class DecisionInput:
     gates: tuple[Gate, ...] = ()
     roles: tuple[RoleState, ...] = ()
     rejections: tuple[Rejection, ...] = ()
-    freezes: tuple[WeeklyWindow, ...] = ()
-    maintenance: tuple[WeeklyWindow, ...] = ()
+    freezes: tuple[Window, ...] = ()
+    maintenance: tuple[Window, ...] = ()
     min_notice: timedelta | None = None
     planned_start: datetime | None = None
     approval_time: datetime | None = None
@@ -173,13 +175,10 @@ def evaluate(snapshot: DecisionInput, at: datetime) -> Decision:
                 Reason("freeze", f"{name} in force until {_fmt(window.next_end(at))}", s.link)
             )
     if s.maintenance and not any(w.contains(at) for w in s.maintenance):
-        upcoming = min(w.next_start(at) for w in s.maintenance)
+        starts = [start for w in s.maintenance if (start := w.next_start(at)) is not None]
+        nxt = f"the next opens {_fmt(min(starts))}" if starts else "none is scheduled"
         reasons.append(
-            Reason(
-                "maintenance_window",
-                f"Outside the allowed maintenance windows; the next opens {_fmt(upcoming)}",
-                s.link,
-            )
+            Reason("maintenance_window", f"Outside the allowed maintenance windows; {nxt}", s.link)
         )
     if s.min_notice:
         if s.planned_start is None:
@@ -276,10 +275,33 @@ def _gate_items(run_ids: list[int]) -> list:
     return gate_items(run_ids)
 
 
-def _weekly(w) -> WeeklyWindow:  # noqa: ANN001
+def _window(w) -> Window:  # noqa: ANN001
+    if w.starts_at is not None:
+        return DatedWindow(w.starts_at, w.ends_at, w.timezone, w.label)
     return WeeklyWindow(
         w.start_weekday, w.start_time, w.end_weekday, w.end_time, w.timezone, w.label
     )
+
+
+UPCOMING_FREEZE_HORIZON = timedelta(days=14)
+
+
+def upcoming_freeze(
+    snapshot: DecisionInput, at: datetime, horizon: timedelta = UPCOMING_FREEZE_HORIZON
+) -> tuple[str, datetime] | None:
+    """(name, start) of the next freeze of the environment that begins within ``horizon``, when
+    none is in force now: the release page announces it before it blocks anything."""
+    if any(w.contains(at) for w in snapshot.freezes):
+        return None
+    starts = [
+        (start, w.label or "Freeze")
+        for w in snapshot.freezes
+        if (start := w.next_start(at)) is not None and start - at <= horizon
+    ]
+    if not starts:
+        return None
+    start, name = min(starts, key=lambda pair: pair[0])
+    return name, start
 
 
 def _proven_status(target, release) -> str:  # noqa: ANN001
@@ -434,8 +456,8 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
                 for s in active
                 if s.decision == "reject"
             ),
-            freezes=tuple(_weekly(w) for w in env_windows if w.kind == "freeze"),
-            maintenance=tuple(_weekly(w) for w in env_windows if w.kind == "maintenance"),
+            freezes=tuple(_window(w) for w in env_windows if w.kind == "freeze"),
+            maintenance=tuple(_window(w) for w in env_windows if w.kind == "maintenance"),
             min_notice=policy.min_notice if policy else None,
             planned_start=release.planned_start,
             approval_time=max(approvals_at) if approvals_at else None,

@@ -30,7 +30,7 @@ from releasecenter.templatetags.releasecenter import describe_event
 from . import release_forms as forms
 from . import render as release_render
 from . import services
-from .decision import evaluate, gather_release
+from .decision import evaluate, gather_release, upcoming_freeze
 from .models import FollowUp, Release, ReleaseTarget, Signoff, TimeWindow
 
 PAGE_SIZE = 25
@@ -187,6 +187,7 @@ def _column(target: ReleaseTarget, snapshot, membership: Membership, now, run_pr
     return {
         "target": target,
         "decision": decision,
+        "upcoming_freeze": _announce_freeze(snapshot, now),
         # Gate blockers are listed once, under Gates; the reasons list names the rest.
         "other_reasons": [r for r in decision.reasons if r.code not in gate_codes],
         "open_gate_count": sum(1 for r in decision.reasons if r.code in gate_codes),
@@ -206,6 +207,25 @@ def _column(target: ReleaseTarget, snapshot, membership: Membership, now, run_pr
             r.role for r in snapshot.roles if r.role in (membership.signoff_capacities or [])
         ],
     }
+
+
+def _announce_freeze(snapshot, now) -> str:  # noqa: ANN001
+    """ "Holiday freeze begins in 3 days (Sun 2026-12-20 00:00 CET)", or "" when no freeze is
+    near."""
+    upcoming = upcoming_freeze(snapshot, now)
+    if upcoming is None:
+        return ""
+    name, start = upcoming
+    return f"{name} begins in {_duration(start - now)} ({start:%a %Y-%m-%d %H:%M %Z})"
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = max(1, round(delta.total_seconds() / 60))
+    for unit, size in (("day", 1440), ("hour", 60), ("minute", 1)):
+        if minutes >= size:
+            count = minutes // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return "1 minute"
 
 
 def _check_changes(release: Release, environment_ids: list[int]) -> Q:
