@@ -304,6 +304,9 @@ class RunItem(models.Model):
     automation_passed = models.BooleanField(null=True, blank=True)
     automation_summary = models.CharField(max_length=500, blank=True, default="")
     automation_at = models.DateTimeField(null=True, blank=True)
+    # When the item's check was last handed to a worker without anyone asking (the run opened,
+    # or its phase began): beat queues it once per phase.
+    automation_queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "id"]

@@ -87,6 +87,7 @@ __all__ = [
     "move_section",
     "parse_due_offset",
     "preview_runbook",
+    "queue_due_automations",
     "remove_evidence",
     "reopen_for_new_build",
     "run_automated_item",
@@ -761,6 +762,12 @@ def _open_run(
                 )
             )
         RunItem.objects.bulk_create(rows, batch_size=drafts.BATCH)
+        _queue_automation_on_commit(
+            RunItem.objects.filter(
+                run=run, state=RunItem.State.OPEN, item__automation__isnull=False
+            ),
+            now,
+        )
         if rows and all(r.state == RunItem.State.DONE for r in rows):
             run.status, run.completed_at = Run.Status.COMPLETED, now
             run.save(update_fields=["status", "completed_at"])
@@ -1242,25 +1249,31 @@ def run_automated_item(actor: Any, run_item: RunItem) -> RunItem:
         row.automation_summary = result.summary
         row.automation_at = now
         extra: dict[str, Any] = {"automated": True, "summary": result.summary}
+        if actor is None:
+            # Nobody pressed anything: the tick (or the failure) is the automation's own.
+            extra["by"] = AUTOMATION_ACTOR
         verb = "run.item.automation_failed"
-        if result.passed and row.state == RunItem.State.OPEN:
+        if row.state == RunItem.State.OPEN:
+            # Passed or failed, what the check answered is kept as the item's evidence.
             body = result.evidence_text or result.summary
+            outcome = "response" if result.passed else "failure"
             evidence = Evidence.objects.create(
                 run_id=row.run_id,
                 run_item=row,
                 kind=Evidence.Kind.TEXT,
-                name=f"{kind} response {now:%Y-%m-%d %H:%M:%S}",
+                name=f"{kind} {outcome} {now:%Y-%m-%d %H:%M:%S %Z}",
                 content_type="text/plain",
                 size=len(body.encode()),
                 text=body,
                 uploaded_by=_user(actor),
                 uploaded_at=now,
             )
+            extra["evidence"] = {"id": evidence.pk, "name": evidence.name, "kind": "text"}
+        if result.passed and row.state == RunItem.State.OPEN:
             row.state = RunItem.State.DONE
             row.done_by = _user(actor)
             row.done_at = now
             verb = "run.item.ticked"
-            extra["evidence"] = {"id": evidence.pk, "name": evidence.name, "kind": "text"}
         elif result.passed:
             verb = "run.item.automation_passed"
         row.version += 1
@@ -1271,6 +1284,77 @@ def run_automated_item(actor: Any, run_item: RunItem) -> RunItem:
         run_id = row.run_id
         transaction.on_commit(lambda: sync_completion(run_id, actor))
     return row
+
+
+AUTOMATION_ACTOR = "automation"
+
+
+def _queue_automation_on_commit(run_items: Any, now: datetime) -> list[int]:
+    """Mark these items' checks as queued now and hand them to a worker once the transaction
+    commits (a worker must find the rows). Returns their ids."""
+    ids = list(run_items.values_list("pk", flat=True))
+    if not ids:
+        return ids
+    RunItem.objects.filter(pk__in=ids).update(automation_queued_at=now)
+
+    def enqueue() -> None:
+        from .tasks import run_automated_item as task
+
+        for pk in ids:
+            task.delay(pk)
+
+    transaction.on_commit(enqueue)
+    return ids
+
+
+def queue_due_automations(now: datetime | None = None) -> list[int]:
+    """Beat, every minute: the automated items whose phase has begun (the run's planned start
+    plus the item's T-offset) and whose check has not run or been queued since, are queued on
+    the worker, once per phase. A run that opened after the phase began was queued when it
+    opened. Returns the ids queued."""
+    now = now or timezone.now()
+    reach = timedelta(minutes=MAX_DUE_MINUTES + 1)
+    candidates = (
+        RunItem.objects.filter(
+            state=RunItem.State.OPEN,
+            run__status=Run.Status.OPEN,
+            run__planned_start__gte=now - reach,
+            run__planned_start__lte=now + reach,
+            item__automation__isnull=False,
+            item__due_offset_minutes__isnull=False,
+        )
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "run__planned_start",
+            "run__created_at",
+            "item__due_offset_minutes",
+            "automation_queued_at",
+            "automation_at",
+        )
+    )
+    due = []
+    for pk, planned_start, created_at, offset, queued_at, ran_at in candidates:
+        phase_start = planned_start + timedelta(minutes=offset)
+        if phase_start > now or phase_start <= created_at:
+            continue
+        if any(moment is not None and moment >= phase_start for moment in (queued_at, ran_at)):
+            continue
+        due.append((pk, queued_at))
+    queued = []
+    with transaction.atomic():
+        for pk, queued_at in due:
+            # Conditional on the queue mark read above: of two beats racing, one queues it.
+            unchanged = RunItem.objects.select_for_update(of=("self",)).filter(
+                pk=pk, state=RunItem.State.OPEN
+            )
+            unchanged = (
+                unchanged.filter(automation_queued_at__isnull=True)
+                if queued_at is None
+                else unchanged.filter(automation_queued_at=queued_at)
+            )
+            queued += _queue_automation_on_commit(unchanged, now)
+    return queued
 
 
 # --- Recurring runs ------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class Gate:
     state: str  # "open" | "done" | "na"
     accepted_until: datetime | None = None  # an unexpired risk acceptance (conditional only)
     acknowledged: bool = False  # warnings only
+    automation_failure: str = ""  # the failure of the item's last automated check, if it failed
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def evaluate(snapshot: DecisionInput, at: datetime) -> Decision:
         if gate.state in ("done", "na"):
             continue
         if gate.severity == "no-go":
-            reasons.append(Reason("gate_no_go", f"NO-GO gate not ticked: {gate.text}", gates_link))
+            reasons.append(Reason("gate_no_go", _no_go_message(gate), gates_link))
         elif gate.severity == "conditional":
             if s.production and gate.accepted_until is not None and gate.accepted_until > at:
                 continue
@@ -221,6 +222,14 @@ def evaluate(snapshot: DecisionInput, at: datetime) -> Decision:
         reasons.append(Reason("incident", f"Open {severity} incident {reference}: {title}", s.link))
     reasons.extend(_setback_reasons(s))
     return Decision("no-go" if reasons else "go", tuple(reasons))
+
+
+def _no_go_message(gate: Gate) -> str:
+    """An open NO-GO gate; when its automated check failed, with what the check said."""
+    message = f"NO-GO gate not ticked: {gate.text}"
+    if gate.automation_failure:
+        message += f" (its automated check failed: {gate.automation_failure})"
+    return message
 
 
 SETBACK_WORDS = {
@@ -420,6 +429,7 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
                 g.state,
                 accepted.get((target.pk, g.key)),
                 (target.pk, g.key) in acknowledged,
+                g.automation_failure,
             )
             for run_id in runs_by_target[target.pk]
             for g in gates_by_run.get(run_id, ())

@@ -81,10 +81,16 @@ def _open_gate(gate: Gate, environment: str, production: bool, ctx: GateContext)
                 "</form>"
             )
     severity = _e(gate.severity)
+    failure = ""
+    if gate.automation_failure:
+        failure = (
+            '<small class="automation-failed" data-automation-failed>automated check failed: '
+            f"{_e(gate.automation_failure)}</small> "
+        )
     return (
         f'<li class="gate {severity} open" data-gate="{_e(gate.key)}">'
         f'<span class="badge sev-{severity}">{_e(gate.severity.upper())}</span> ⬜ '
-        f"{_e(gate.text)} {action}</li>"
+        f"{_e(gate.text)} {failure}{action}</li>"
     )
 
 
