@@ -66,7 +66,7 @@ def _open_gate(gate: Gate, environment: str, production: bool, ctx: GateContext)
                 '<details class="inline-details"><summary>Accept risk</summary>'
                 f'<form method="post" action="{_e(ctx.accept_risk_url)}">{fields}'
                 '<label>Reason <input name="reason" minlength="10" required></label>'
-                f'<label>Expires ({_e(timezone.get_current_timezone_name())} time) '
+                f"<label>Expires ({_e(timezone.get_current_timezone_name())} time) "
                 '<input type="datetime-local" name="expires_at" '
                 f'value="{_e(ctx.default_expiry)}" required></label>'
                 '<button type="submit" class="small">Accept risk</button></form></details>'
