@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from zoneinfo import available_timezones
 
 from django import forms
@@ -212,8 +213,14 @@ class ScheduleForm(forms.Form):
         choices=[("", "—"), *WEEKDAYS], coerce=int, required=False, empty_value=None
     )
     day_of_month = forms.IntegerField(min_value=1, max_value=28, required=False)
+    # Decimal bounds: a float 0.1 is a hair above Decimal("0.1"), so the form's own minimum
+    # was refused.
     deadline_hours = forms.DecimalField(
-        min_value=0.1, max_value=744, initial=8, decimal_places=2, label="Deadline (hours)"
+        min_value=Decimal("0.1"),
+        max_value=Decimal(744),
+        initial=8,
+        decimal_places=2,
+        label="Deadline (hours)",
     )
 
     def __init__(self, *args, project, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
@@ -230,6 +237,29 @@ class ScheduleForm(forms.Form):
         data = dict(self.cleaned_data)
         data["deadline_minutes"] = int(data.pop("deadline_hours") * 60)
         return data
+
+    # The service names the deadline in minutes; the person filled in hours.
+    SERVICE_FIELD_LABELS = {"deadline_minutes": "deadline_hours", "timezone": "timezone_name"}
+
+    def error_text(self, exc: ValidationError | None = None) -> str:
+        """The form's errors (or a service's), each under the label the person saw, never the
+        raw field name."""
+        errors = dict(self.errors) if exc is None else {}
+        if exc is not None:
+            if hasattr(exc, "error_dict"):
+                errors = {
+                    self.SERVICE_FIELD_LABELS.get(name, name): messages
+                    for name, messages in exc.message_dict.items()
+                }
+            else:
+                errors = {"__all__": exc.messages}
+        parts = []
+        for name, messages in errors.items():
+            field = self.fields.get(name)
+            label = (field.label or name.replace("_", " ").capitalize()) if field else ""
+            text = " ".join(str(m) for m in messages)
+            parts.append(f"{label}: {text}" if label else text)
+        return "; ".join(parts)
 
 
 class NaForm(forms.Form):
