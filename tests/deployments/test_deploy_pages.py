@@ -254,3 +254,19 @@ def test_overview_shows_versions_and_the_last_deployment(ready, client):
     html = client.get(f"/p/{personas.project.slug}/").content.decode()
     assert "0.0.0 on 1 service" in html
     assert f"#{deployment.pk} deploy 0.0.0: succeeded" in html
+
+
+def test_only_the_holder_or_an_admin_is_offered_unlock(ready, client):
+    personas, _release = ready
+    services.lock_environment(
+        personas.member, personas.membership(personas.member), personas.staging, "INC-9"
+    )
+    base = f"/p/{personas.project.slug}/environments/staging/"
+    client.force_login(personas.lead)
+    html = client.get(base).content.decode()
+    assert 'data-action="unlock"' not in html
+    assert "Only mia-member or a project admin may unlock it." in html
+    client.post(base + "unlock/", {"reason": "looks fine to me"})
+    assert 'data-locked="yes"' in client.get(base).content.decode()
+    client.force_login(personas.admin)
+    assert 'data-action="unlock"' in client.get(base).content.decode()
