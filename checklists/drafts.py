@@ -32,6 +32,7 @@ class ItemNode:
     evidence_required: bool = False
     pre_checked: bool = False
     automation: dict[str, Any] | None = None
+    independent_of_build: bool | None = None
     children: list[ItemNode] = field(default_factory=list)
     source_pk: int | None = None
 
@@ -247,6 +248,7 @@ ITEM_FIELDS = [
     "evidence_required",
     "pre_checked",
     "automation",
+    "independent_of_build",
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from zoneinfo import available_timezones
 
 from django import forms
@@ -130,6 +131,16 @@ class ItemForm(forms.Form):
         max_length=2000,
         help_text='An automated check as JSON, e.g. {"kind": "check", "check_id": 12}.',
     )
+    BUILD_CHOICES = [
+        ("", "By severity: a gate reopens, a plain step keeps its tick"),
+        ("reopens", "Reopens: the tick is proof about one build"),
+        ("keeps", "Keeps its tick: independent of the build"),
+    ]
+    on_new_commit = forms.ChoiceField(
+        required=False,
+        choices=BUILD_CHOICES,
+        label="When the release's commit changes",
+    )
 
     @classmethod
     def initial_for(cls, item) -> dict:  # noqa: ANN001
@@ -145,6 +156,7 @@ class ItemForm(forms.Form):
             "pre_checked": item.pre_checked,
             "commands": commands_to_text(item.commands),
             "automation": json.dumps(item.automation) if item.automation else "",
+            "on_new_commit": {None: "", True: "keeps", False: "reopens"}[item.independent_of_build],
         }
 
     def clean_commands(self) -> list[dict[str, str]]:
@@ -162,6 +174,9 @@ class ItemForm(forms.Form):
     def service_fields(self) -> dict:
         data = dict(self.cleaned_data)
         data["due_offset_minutes"] = data.pop("due_offset")
+        data["independent_of_build"] = {"": None, "keeps": True, "reopens": False}[
+            data.pop("on_new_commit", "") or ""
+        ]
         return data
 
 
@@ -200,8 +215,14 @@ class ScheduleForm(forms.Form):
         choices=[("", "—"), *WEEKDAYS], coerce=int, required=False, empty_value=None
     )
     day_of_month = forms.IntegerField(min_value=1, max_value=28, required=False)
+    # Decimal bounds: a float 0.1 is a hair above Decimal("0.1"), so the form's own minimum
+    # was refused.
     deadline_hours = forms.DecimalField(
-        min_value=0.1, max_value=744, initial=8, decimal_places=2, label="Deadline (hours)"
+        min_value=Decimal("0.1"),
+        max_value=Decimal(744),
+        initial=8,
+        decimal_places=2,
+        label="Deadline (hours)",
     )
 
     def __init__(self, *args, project, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
@@ -218,6 +239,29 @@ class ScheduleForm(forms.Form):
         data = dict(self.cleaned_data)
         data["deadline_minutes"] = int(data.pop("deadline_hours") * 60)
         return data
+
+    # The service names the deadline in minutes; the person filled in hours.
+    SERVICE_FIELD_LABELS = {"deadline_minutes": "deadline_hours", "timezone": "timezone_name"}
+
+    def error_text(self, exc: ValidationError | None = None) -> str:
+        """The form's errors (or a service's), each under the label the person saw, never the
+        raw field name."""
+        errors = dict(self.errors) if exc is None else {}
+        if exc is not None:
+            if hasattr(exc, "error_dict"):
+                errors = {
+                    self.SERVICE_FIELD_LABELS.get(name, name): messages
+                    for name, messages in exc.message_dict.items()
+                }
+            else:
+                errors = {"__all__": exc.messages}
+        parts = []
+        for name, messages in errors.items():
+            field = self.fields.get(name)
+            label = (field.label or name.replace("_", " ").capitalize()) if field else ""
+            text = " ".join(str(m) for m in messages)
+            parts.append(f"{label}: {text}" if label else text)
+        return "; ".join(parts)
 
 
 class NaForm(forms.Form):

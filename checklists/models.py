@@ -158,6 +158,10 @@ class Item(models.Model):
     # An automated check that can tick the item, e.g. {"kind": "check", "check_id": 12};
     # see checklists.automation.
     automation = models.JSONField(null=True, blank=True)
+    # Whether a tick still holds when the release moves to another commit. None: by kind (a
+    # gate is proof about one build and reopens, a plain step keeps its tick); True: keeps
+    # its tick (e.g. "book the change window"); False: reopens even without a severity.
+    independent_of_build = models.BooleanField(null=True, blank=True)
 
     class Meta:
         ordering = ["version", "position"]
@@ -165,6 +169,12 @@ class Item(models.Model):
 
     def __str__(self) -> str:
         return self.text[:80]
+
+    @property
+    def reopens_on_new_build(self) -> bool:
+        if self.independent_of_build is not None:
+            return not self.independent_of_build
+        return self.severity != Severity.NONE
 
 
 class RecurringSchedule(models.Model):
@@ -297,6 +307,9 @@ class RunItem(models.Model):
     automation_passed = models.BooleanField(null=True, blank=True)
     automation_summary = models.CharField(max_length=500, blank=True, default="")
     automation_at = models.DateTimeField(null=True, blank=True)
+    # When the item's check was last handed to a worker without anyone asking (the run opened,
+    # or its phase began): beat queues it once per phase.
+    automation_queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "id"]

@@ -29,6 +29,8 @@ class GateItem:
     severity: str  # "warning" | "conditional" | "no-go"
     state: str  # "open" | "done" | "na"
     section_title: str
+    # The summary of the item's last automated check when it failed, else "".
+    automation_failure: str = ""
 
 
 def gate_items(run_ids: list[int]) -> list[GateItem]:
@@ -41,12 +43,27 @@ def gate_items(run_ids: list[int]) -> list[GateItem]:
         .exclude(item__severity=Severity.NONE)
         .order_by("run_id", "item__position")
         .values_list(
-            "pk", "run_id", "item__text", "item__severity", "state", "item__section__title"
+            "pk",
+            "run_id",
+            "item__text",
+            "item__severity",
+            "state",
+            "item__section__title",
+            "automation_passed",
+            "automation_summary",
         )
     )
     return [
-        GateItem(str(pk), run_id, text, severity, state, section_title or "")
-        for pk, run_id, text, severity, state, section_title in rows
+        GateItem(
+            str(pk),
+            run_id,
+            text,
+            severity,
+            state,
+            section_title or "",
+            summary if passed is False else "",
+        )
+        for pk, run_id, text, severity, state, section_title, passed, summary in rows
     ]
 
 

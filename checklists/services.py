@@ -90,7 +90,9 @@ __all__ = [
     "move_section",
     "parse_due_offset",
     "preview_runbook",
+    "queue_due_automations",
     "remove_evidence",
+    "reopen_for_new_build",
     "run_automated_item",
     "set_note",
     "set_schedule_active",
@@ -572,6 +574,13 @@ def _clean_item_fields(fields: dict[str, Any], *, partial: bool) -> dict[str, An
         cleaned["commands"] = _clean_commands(fields["commands"])
     if "automation" in fields:
         cleaned["automation"] = _clean_automation(fields["automation"])
+    if "independent_of_build" in fields:
+        value = fields["independent_of_build"]
+        if value not in (None, True, False):
+            raise ValidationError(
+                {"independent_of_build": "Answer true, false, or null (by the item's severity)."}
+            )
+        cleaned["independent_of_build"] = value
     return cleaned
 
 
@@ -847,6 +856,12 @@ def _open_run(
                 )
             )
         RunItem.objects.bulk_create(rows, batch_size=drafts.BATCH)
+        _queue_automation_on_commit(
+            RunItem.objects.filter(
+                run=run, state=RunItem.State.OPEN, item__automation__isnull=False
+            ),
+            now,
+        )
         if rows and all(r.state == RunItem.State.DONE for r in rows):
             run.status, run.completed_at = Run.Status.COMPLETED, now
             run.save(update_fields=["status", "completed_at"])
@@ -1123,6 +1138,54 @@ def sync_completion(run_id: int, actor: Any = None) -> None:
         )
 
 
+def reopen_for_new_build(actor: Any, run_ids: list[int], reason: str) -> list[RunItem]:
+    """The build these runs vouch for changed (a release moved to another commit): reopen every
+    done item whose template says its tick is proof about one build (see
+    ``Item.reopens_on_new_build``), with its automated result cleared; the others keep their
+    ticks. N/A items stay N/A: "does not apply" is a judgement about the release, not about a
+    build. Returns the reopened items; each is a "run.item.reopened" event naming ``reason``.
+    Runs inside the caller's transaction."""
+    if not run_ids:
+        return []
+    for run_id in sorted(set(run_ids)):
+        _share_lock_run(run_id)
+    rows = (
+        RunItem.objects.select_for_update(of=("self",))
+        .select_related("item", "run")
+        .filter(run_id__in=run_ids, state=RunItem.State.DONE)
+        .order_by("pk")
+    )
+    now = timezone.now()
+    reopened = []
+    for row in rows:
+        if not row.item.reopens_on_new_build:
+            continue
+        before = _snapshot(row)
+        row.state = RunItem.State.OPEN
+        row.done_by = None
+        row.done_at = None
+        row.version += 1
+        row.changed_by = _user(actor)
+        row.changed_at = now
+        row.automation_passed = None
+        row.automation_summary = ""
+        row.automation_at = None
+        row.save(update_fields=[*ITEM_STATE_FIELDS, *AUTOMATION_FIELDS])
+        _publish_item(
+            actor,
+            row,
+            row.run.project_id,
+            "run.item.reopened",
+            "untick",
+            before,
+            {"reason": reason, "text": row.item.text[:200]},
+        )
+        reopened.append(row)
+    for run_id in sorted({r.run_id for r in reopened}):
+        transaction.on_commit(lambda run_id=run_id: sync_completion(run_id, actor))
+    return reopened
+
+
 # --- Evidence ------------------------------------------------------------------------------
 
 
@@ -1280,25 +1343,31 @@ def run_automated_item(actor: Any, run_item: RunItem) -> RunItem:
         row.automation_summary = result.summary
         row.automation_at = now
         extra: dict[str, Any] = {"automated": True, "summary": result.summary}
+        if actor is None:
+            # Nobody pressed anything: the tick (or the failure) is the automation's own.
+            extra["by"] = AUTOMATION_ACTOR
         verb = "run.item.automation_failed"
-        if result.passed and row.state == RunItem.State.OPEN:
+        if row.state == RunItem.State.OPEN:
+            # Passed or failed, what the check answered is kept as the item's evidence.
             body = result.evidence_text or result.summary
+            outcome = "response" if result.passed else "failure"
             evidence = Evidence.objects.create(
                 run_id=row.run_id,
                 run_item=row,
                 kind=Evidence.Kind.TEXT,
-                name=f"{kind} response {now:%Y-%m-%d %H:%M:%S}",
+                name=f"{kind} {outcome} {now:%Y-%m-%d %H:%M:%S %Z}",
                 content_type="text/plain",
                 size=len(body.encode()),
                 text=body,
                 uploaded_by=_user(actor),
                 uploaded_at=now,
             )
+            extra["evidence"] = {"id": evidence.pk, "name": evidence.name, "kind": "text"}
+        if result.passed and row.state == RunItem.State.OPEN:
             row.state = RunItem.State.DONE
             row.done_by = _user(actor)
             row.done_at = now
             verb = "run.item.ticked"
-            extra["evidence"] = {"id": evidence.pk, "name": evidence.name, "kind": "text"}
         elif result.passed:
             verb = "run.item.automation_passed"
         row.version += 1
@@ -1309,6 +1378,77 @@ def run_automated_item(actor: Any, run_item: RunItem) -> RunItem:
         run_id = row.run_id
         transaction.on_commit(lambda: sync_completion(run_id, actor))
     return row
+
+
+AUTOMATION_ACTOR = "automation"
+
+
+def _queue_automation_on_commit(run_items: Any, now: datetime) -> list[int]:
+    """Mark these items' checks as queued now and hand them to a worker once the transaction
+    commits (a worker must find the rows). Returns their ids."""
+    ids = list(run_items.values_list("pk", flat=True))
+    if not ids:
+        return ids
+    RunItem.objects.filter(pk__in=ids).update(automation_queued_at=now)
+
+    def enqueue() -> None:
+        from .tasks import run_automated_item as task
+
+        for pk in ids:
+            task.delay(pk)
+
+    transaction.on_commit(enqueue)
+    return ids
+
+
+def queue_due_automations(now: datetime | None = None) -> list[int]:
+    """Beat, every minute: the automated items whose phase has begun (the run's planned start
+    plus the item's T-offset) and whose check has not run or been queued since, are queued on
+    the worker, once per phase. A run that opened after the phase began was queued when it
+    opened. Returns the ids queued."""
+    now = now or timezone.now()
+    reach = timedelta(minutes=MAX_DUE_MINUTES + 1)
+    candidates = (
+        RunItem.objects.filter(
+            state=RunItem.State.OPEN,
+            run__status=Run.Status.OPEN,
+            run__planned_start__gte=now - reach,
+            run__planned_start__lte=now + reach,
+            item__automation__isnull=False,
+            item__due_offset_minutes__isnull=False,
+        )
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "run__planned_start",
+            "run__created_at",
+            "item__due_offset_minutes",
+            "automation_queued_at",
+            "automation_at",
+        )
+    )
+    due = []
+    for pk, planned_start, created_at, offset, queued_at, ran_at in candidates:
+        phase_start = planned_start + timedelta(minutes=offset)
+        if phase_start > now or phase_start <= created_at:
+            continue
+        if any(moment is not None and moment >= phase_start for moment in (queued_at, ran_at)):
+            continue
+        due.append((pk, queued_at))
+    queued = []
+    with transaction.atomic():
+        for pk, queued_at in due:
+            # Conditional on the queue mark read above: of two beats racing, one queues it.
+            unchanged = RunItem.objects.select_for_update(of=("self",)).filter(
+                pk=pk, state=RunItem.State.OPEN
+            )
+            unchanged = (
+                unchanged.filter(automation_queued_at__isnull=True)
+                if queued_at is None
+                else unchanged.filter(automation_queued_at=queued_at)
+            )
+            queued += _queue_automation_on_commit(unchanged, now)
+    return queued
 
 
 # --- Recurring runs ------------------------------------------------------------------------

@@ -35,3 +35,9 @@ def open_recurring_runs() -> int:
 def flag_missed_runs() -> int:
     """Beat, every minute: flag recurring runs still open after their deadline."""
     return services.flag_missed_runs()
+
+
+@shared_task(time_limit=120, soft_time_limit=110)
+def queue_due_automations() -> int:
+    """Beat, every minute: queue the automated checks of items whose phase has begun."""
+    return len(services.queue_due_automations())

@@ -596,11 +596,11 @@ def schedule_add(request, slug: str, template_id: int):  # noqa: ANN001, ANN201
         try:
             services.create_schedule(request.user, template, **form.service_fields())
         except ValidationError as exc:
-            messages.error(request, _message(exc))
+            messages.error(request, "Check the schedule: " + form.error_text(exc))
         else:
             messages.success(request, "Recurring run scheduled.")
     else:
-        messages.error(request, "Check the schedule: " + form.errors.as_text())
+        messages.error(request, "Check the schedule: " + form.error_text())
     return redirect("checklist-template", slug=project.slug, template_id=template.pk)
 
 

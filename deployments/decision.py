@@ -16,7 +16,9 @@ from django.apps import apps
 from django.urls import reverse
 from django.utils import timezone
 
-from .lib.windows import WeeklyWindow
+from .lib.windows import DatedWindow, WeeklyWindow
+
+Window = WeeklyWindow | DatedWindow
 
 APPROVAL_CODES = {
     "gate_no_go",
@@ -43,6 +45,7 @@ class Gate:
     accepted_until: datetime | None = None  # an unexpired risk acceptance (conditional only)
     acknowledged: bool = False  # warnings only
     run_id: int | None = None  # the checklist run the item is in, for a link to it
+    automation_failure: str = ""  # the failure of the item's last automated check, if it failed
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,8 @@ class DecisionInput:
     gates: tuple[Gate, ...] = ()
     roles: tuple[RoleState, ...] = ()
     rejections: tuple[Rejection, ...] = ()
-    freezes: tuple[WeeklyWindow, ...] = ()
-    maintenance: tuple[WeeklyWindow, ...] = ()
+    freezes: tuple[Window, ...] = ()
+    maintenance: tuple[Window, ...] = ()
     min_notice: timedelta | None = None
     planned_start: datetime | None = None
     approval_time: datetime | None = None
@@ -76,6 +79,19 @@ class DecisionInput:
     lock: tuple[str, str, datetime] | None = None  # (reason, username, since)
     incidents: tuple[tuple[str, str, str], ...] = ()  # (reference, severity, title)
     link: str = ""
+    # The last finished deployment of this commit here, when it failed or was rolled back.
+    setback: Setback | None = None
+
+
+@dataclass(frozen=True)
+class Setback:
+    """A deployment of the release's commit to this environment that failed or was rolled back,
+    with nothing succeeding after it."""
+
+    deployment_id: int
+    status: str  # "failed" | "rolling_back" | "rolled_back"
+    version: str
+    link: str
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,11 @@ class Decision:
     @property
     def go(self) -> bool:
         return self.decision == "go"
+
+    @property
+    def locked(self) -> bool:
+        """A lock refuses a deployment outright: no override gets past it."""
+        return any(r.code == "locked" for r in self.reasons)
 
     @property
     def approval_blockers(self) -> tuple[Reason, ...]:
@@ -110,7 +131,7 @@ def evaluate(snapshot: DecisionInput, at: datetime) -> Decision:
         if gate.state in ("done", "na"):
             continue
         if gate.severity == "no-go":
-            reasons.append(Reason("gate_no_go", f"NO-GO gate not ticked: {gate.text}", gates_link))
+            reasons.append(Reason("gate_no_go", _no_go_message(gate), gates_link))
         elif gate.severity == "conditional":
             if s.production and gate.accepted_until is not None and gate.accepted_until > at:
                 continue
@@ -156,13 +177,10 @@ def evaluate(snapshot: DecisionInput, at: datetime) -> Decision:
                 Reason("freeze", f"{name} in force until {_fmt(window.next_end(at))}", s.link)
             )
     if s.maintenance and not any(w.contains(at) for w in s.maintenance):
-        upcoming = min(w.next_start(at) for w in s.maintenance)
+        starts = [start for w in s.maintenance if (start := w.next_start(at)) is not None]
+        nxt = f"the next opens {_fmt(min(starts))}" if starts else "none is scheduled"
         reasons.append(
-            Reason(
-                "maintenance_window",
-                f"Outside the allowed maintenance windows; the next opens {_fmt(upcoming)}",
-                s.link,
-            )
+            Reason("maintenance_window", f"Outside the allowed maintenance windows; {nxt}", s.link)
         )
     if s.min_notice:
         if s.planned_start is None:
@@ -205,7 +223,40 @@ def evaluate(snapshot: DecisionInput, at: datetime) -> Decision:
         )
     for reference, severity, title in s.incidents:
         reasons.append(Reason("incident", f"Open {severity} incident {reference}: {title}", s.link))
+    reasons.extend(_setback_reasons(s))
     return Decision("no-go" if reasons else "go", tuple(reasons))
+
+
+def _no_go_message(gate: Gate) -> str:
+    """An open NO-GO gate; when its automated check failed, with what the check said."""
+    message = f"NO-GO gate not ticked: {gate.text}"
+    if gate.automation_failure:
+        message += f" (its automated check failed: {gate.automation_failure})"
+    return message
+
+
+SETBACK_WORDS = {
+    "failed": "failed",
+    "rolling_back": "failed and is rolling back",
+    "rolled_back": "was rolled back",
+}
+
+
+def _setback_reasons(s: DecisionInput) -> list[Reason]:
+    """A failed or rolled-back deployment of this commit here counts against it until a later
+    deployment of it succeeds (or a lead overrides, which is how that later one starts)."""
+    if s.setback is None:
+        return []
+    b = s.setback
+    return [
+        Reason(
+            "deployment_failed",
+            f"Deployment #{b.deployment_id} of {b.version} to {s.environment} "
+            f"{SETBACK_WORDS.get(b.status, b.status)}; it counts against this release here "
+            "until a deployment of it succeeds",
+            b.link,
+        )
+    ]
 
 
 # --- Reading the snapshot ---------------------------------------------------------------------
@@ -236,10 +287,69 @@ def _gate_items(run_ids: list[int]) -> list:
     return gate_items(run_ids)
 
 
-def _weekly(w) -> WeeklyWindow:  # noqa: ANN001
+def _window(w) -> Window:  # noqa: ANN001
+    if w.starts_at is not None:
+        return DatedWindow(w.starts_at, w.ends_at, w.timezone, w.label)
     return WeeklyWindow(
         w.start_weekday, w.start_time, w.end_weekday, w.end_time, w.timezone, w.label
     )
+
+
+UPCOMING_FREEZE_HORIZON = timedelta(days=14)
+
+
+def upcoming_freeze(
+    snapshot: DecisionInput, at: datetime, horizon: timedelta = UPCOMING_FREEZE_HORIZON
+) -> tuple[str, datetime] | None:
+    """(name, start) of the next freeze of the environment that begins within ``horizon``, when
+    none is in force now: the release page announces it before it blocks anything."""
+    if any(w.contains(at) for w in snapshot.freezes):
+        return None
+    starts = [
+        (start, w.label or "Freeze")
+        for w in snapshot.freezes
+        if (start := w.next_start(at)) is not None and start - at <= horizon
+    ]
+    if not starts:
+        return None
+    start, name = min(starts, key=lambda pair: pair[0])
+    return name, start
+
+
+def _proven_status(target, release) -> str:  # noqa: ANN001
+    """A target's status as proof about the release's current commit: "verified" only when the
+    verified rollout ran this commit."""
+    if target.status in ("deployed", "verified") and target.deployed_commit != release.commit_sha:
+        return "verified at another commit"
+    return target.status
+
+
+def _setbacks(release) -> dict[int, Setback]:  # noqa: ANN001
+    """{environment id: Setback} for the environments where the latest finished deployment of
+    the release's current commit failed or was rolled back. One query."""
+    from .models import Deployment
+
+    D = Deployment.Status  # noqa: N806
+    latest: dict[int, tuple] = {}
+    rows = (
+        Deployment.objects.filter(
+            release=release,
+            kind=Deployment.Kind.DEPLOY,
+            commit_sha=release.commit_sha,
+            status__in=[D.SUCCEEDED, D.FAILED, D.ROLLING_BACK, D.ROLLED_BACK],
+        )
+        .order_by("environment_id", "-id")
+        .values_list("environment_id", "pk", "status", "version")
+    )
+    for environment_id, pk, status, version in rows:
+        latest.setdefault(environment_id, (pk, status, version))
+    return {
+        environment_id: Setback(
+            pk, status, version, reverse("deployment-detail", args=[release.project.slug, pk])
+        )
+        for environment_id, (pk, status, version) in latest.items()
+        if status != D.SUCCEEDED
+    }
 
 
 def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionInput]:  # noqa: ANN001
@@ -302,6 +412,7 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
             environment_id__in=env_ids, released_at__isnull=True
         ).select_related("locked_by")
     }
+    setbacks = _setbacks(release)
     excluded = (
         requester.pk
         if requester is not None and not release.project.requester_counts_for_quorum
@@ -321,6 +432,7 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
                 g.state,
                 accepted.get((target.pk, g.key)),
                 (target.pk, g.key) in acknowledged,
+                automation_failure=g.automation_failure,
                 run_id=run_id,
             )
             for run_id in runs_by_target[target.pk]
@@ -343,7 +455,7 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
         if policy is not None and policy.require_previous_verified:
             earlier = [t for t in targets[:index] if t.environment.order < environment.order]
             if earlier:
-                previous = (earlier[-1].environment.name, earlier[-1].status)
+                previous = (earlier[-1].environment.name, _proven_status(earlier[-1], release))
         lock = locks.get(environment.pk)
         approvals_at = [s.created_at for s in active if s.decision == "approve"]
         env_windows = windows[environment.pk]
@@ -358,8 +470,8 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
                 for s in active
                 if s.decision == "reject"
             ),
-            freezes=tuple(_weekly(w) for w in env_windows if w.kind == "freeze"),
-            maintenance=tuple(_weekly(w) for w in env_windows if w.kind == "maintenance"),
+            freezes=tuple(_window(w) for w in env_windows if w.kind == "freeze"),
+            maintenance=tuple(_window(w) for w in env_windows if w.kind == "maintenance"),
             min_notice=policy.min_notice if policy else None,
             planned_start=release.planned_start,
             approval_time=max(approvals_at) if approvals_at else None,
@@ -367,6 +479,7 @@ def gather_release(release, at: datetime, requester=None) -> dict[int, DecisionI
             lock=(lock.reason, lock.locked_by.username, lock.locked_at) if lock else None,
             incidents=_incidents(environment, policy.block_on_incidents if policy else ""),
             link=link,
+            setback=setbacks.get(environment.pk),
         )
     return snapshots
 

@@ -5,6 +5,8 @@ Answers that are not plain successes:
 * a refused deployment (the go/no-go decision says no, or another deployment is active in the
   environment) is **409** with ``{"decision": "no-go", "reasons": [{"code", "message",
   "link"}]}``: the request was well-formed, the state of the release or environment refuses it;
+  a locked environment adds ``"code": "locked"`` and ``"lock": {"locked_by", "reason",
+  "locked_at"}`` (no override gets past a lock);
 * an ``Idempotency-Key`` reused with a different body is **422**;
 * a replayed ``Idempotency-Key`` answers **200** with the deployment the first request made
   (the first answer was 201);
@@ -33,7 +35,12 @@ from .models import (
     Release,
 )
 from .services import jobs as job_services
-from .services.releases import DeployRefused, lock_environment, unlock_environment
+from .services.releases import (
+    DeployRefused,
+    EnvironmentLocked,
+    lock_environment,
+    unlock_environment,
+)
 
 # --- Serializers ---------------------------------------------------------------------------------
 
@@ -54,8 +61,16 @@ class DeployRefusalReasonSerializer(serializers.Serializer):
     link = serializers.CharField()
 
 
+class HeldLockSerializer(serializers.Serializer):
+    locked_by = serializers.CharField()
+    reason = serializers.CharField()
+    locked_at = serializers.DateTimeField()
+
+
 class DeployRefusalSerializer(serializers.Serializer):
     decision = serializers.ChoiceField(choices=["no-go"])
+    code = serializers.CharField(required=False, help_text="'locked' when a lock refuses it.")
+    lock = HeldLockSerializer(required=False)
     reasons = DeployRefusalReasonSerializer(many=True)
 
 
@@ -183,6 +198,12 @@ class LockSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=2000)
 
 
+class UnlockSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=2000, help_text="Why the lock can be released (kept in the audit log)."
+    )
+
+
 class LockStateSerializer(serializers.Serializer):
     environment = serializers.CharField()
     locked = serializers.BooleanField()
@@ -243,7 +264,17 @@ def _deployment(request, pk: int, minimum: str = "viewer") -> tuple[Deployment, 
 
 
 def _refused(exc: DeployRefused) -> Response:
-    return Response(exc.decision.as_dict(), status=status.HTTP_409_CONFLICT)
+    body = exc.decision.as_dict()
+    if isinstance(exc, EnvironmentLocked):
+        body["code"] = exc.code
+        body["lock"] = HeldLockSerializer(
+            {
+                "locked_by": exc.lock.locked_by.username,
+                "reason": exc.lock.reason,
+                "locked_at": exc.lock.locked_at,
+            }
+        ).data
+    return Response(body, status=status.HTTP_409_CONFLICT)
 
 
 REFUSALS = {
@@ -461,10 +492,13 @@ class EnvironmentLockView(APIView):
             LockStateSerializer(_lock_state(environment)).data, status=status.HTTP_201_CREATED
         )
 
-    @extend_schema(request=None, responses={200: LockStateSerializer, **REFUSALS})
+    @extend_schema(request=UnlockSerializer, responses={200: LockStateSerializer, **REFUSALS})
     def delete(self, request, slug: str, name: str):  # noqa: ANN001, ANN201
+        """Release the lock: its holder or a project admin, with a reason."""
         environment, membership = _environment(request, slug, name)
-        unlock_environment(request.user, membership, environment)
+        body = UnlockSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        unlock_environment(request.user, membership, environment, body.validated_data["reason"])
         return Response(LockStateSerializer(_lock_state(environment)).data)
 
 

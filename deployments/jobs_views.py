@@ -35,7 +35,12 @@ from .models import (
     ReleaseTarget,
 )
 from .services import jobs as job_services
-from .services.releases import DeployRefused, lock_environment, unlock_environment
+from .services.releases import (
+    DeployRefused,
+    lock_environment,
+    may_unlock,
+    unlock_environment,
+)
 
 PAGE_SIZE = 25
 LOG_LINES_SHOWN = 1000
@@ -477,6 +482,7 @@ def _environment_context(environment, membership: Membership) -> dict:  # noqa: 
         "recent": recent,
         "is_engineer": membership.has_role(Membership.Role.ENGINEER),
         "is_admin": membership.has_role(Membership.Role.ADMIN),
+        "may_unlock": lock is not None and may_unlock(membership, lock),
     }
 
 
@@ -537,8 +543,10 @@ def environment_lock(request, slug: str, environment: str):  # noqa: ANN001, ANN
 @require_POST
 def environment_unlock(request, slug: str, environment: str):  # noqa: ANN001, ANN201
     env, membership = _environment_for(request, slug, environment)
+    form = LockForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
     try:
-        unlock_environment(request.user, membership, env)
+        unlock_environment(request.user, membership, env, reason)
     except (ValidationError, PermissionDenied) as exc:
         messages.error(request, _errors(exc))
     else:

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from releasecenter.access import object_for, project_for
+from releasecenter.models import AuditEvent
 
 from . import services
 from .decision import decide
@@ -28,6 +29,7 @@ class TargetSerializer(serializers.ModelSerializer):
             "approved_at",
             "deployed_at",
             "verified_at",
+            "deployed_commit",
         ]
 
 
@@ -164,6 +166,40 @@ class ReleaseList(generics.ListCreateAPIView):
         serializer.instance = _release_queryset().get(pk=release.pk)
 
 
+class ReleaseUpdateSerializer(serializers.Serializer):
+    commit_sha = serializers.CharField(max_length=64, required=False)
+    notes = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    expected_revision = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="The revision you read; another one is a 409 and nothing changes.",
+    )
+
+    def to_internal_value(self, data):  # noqa: ANN001, ANN201
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"detail": "Send a JSON object."})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    name: "Unknown field; a release's commit_sha and notes can change."
+                    for name in unknown
+                }
+            )
+        return super().to_internal_value(data)
+
+
+class CommitResetSerializer(serializers.Serializer):
+    environment = serializers.CharField()
+    old_commit = serializers.CharField()
+    new_commit = serializers.CharField()
+    status_before = serializers.CharField()
+    summary = serializers.CharField()
+    reopened = serializers.ListField(child=serializers.CharField())
+    acknowledgements = serializers.ListField(child=serializers.CharField())
+    acceptances = serializers.ListField(child=serializers.CharField())
+
+
 class ReleaseDetail(generics.RetrieveAPIView):
     serializer_class = ReleaseSerializer
 
@@ -172,6 +208,47 @@ class ReleaseDetail(generics.RetrieveAPIView):
         if services.expire_lapsed_approvals(release=release):
             release = _release_queryset().get(pk=release.pk)
         return release
+
+    @extend_schema(
+        request=ReleaseUpdateSerializer,
+        responses={
+            200: inline_serializer(
+                "ReleaseUpdated",
+                {"release": ReleaseSerializer(), "reset": CommitResetSerializer(many=True)},
+            ),
+            400: OpenApiTypes.OBJECT,
+            403: OpenApiTypes.OBJECT,
+            404: OpenApiTypes.OBJECT,
+            409: OpenApiTypes.OBJECT,
+        },
+    )
+    def patch(self, request, pk: int):  # noqa: ANN001, ANN201
+        """Change the commit or the notes, as CI does when it moves a release to a new build. A new
+        commit has the effects of the Edit page: sign-offs go stale, deployed/verified state,
+        acknowledgements and risk acceptances lapse, build-bound checklist items reopen; "reset"
+        says what was reset in each environment."""
+        release, membership = object_for(
+            request.user, Release.objects.select_related("project"), pk=pk
+        )
+        body = ReleaseUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        changes = dict(body.validated_data)
+        expected = changes.pop("expected_revision", None)
+        commit_before = release.commit_sha
+        release = services.update_release(
+            request.user, membership, release, expected_revision=expected, **changes
+        )
+        resets = AuditEvent.objects.none()
+        if release.commit_sha != commit_before:
+            resets = AuditEvent.objects.filter(
+                topic=release.topic, verb="release.commit_reset", data__revision=release.revision
+            ).order_by("id")
+        return Response(
+            {
+                "release": ReleaseSerializer(_release_queryset().get(pk=release.pk)).data,
+                "reset": CommitResetSerializer([e.data for e in resets], many=True).data,
+            }
+        )
 
 
 class SignoffList(APIView):

@@ -1,4 +1,5 @@
 from datetime import timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django import forms
 from django.utils import timezone
@@ -69,6 +70,7 @@ class RiskAcceptanceForm(forms.Form):
     environment = forms.CharField()
     item_key = forms.CharField(max_length=40)
     reason = forms.CharField(min_length=10, max_length=2000)
+    # Read on the server's wall clock (TIME_ZONE); the page's field says which zone that is.
     expires_at = forms.DateTimeField(
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         initial=lambda: (timezone.now() + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
@@ -148,6 +150,21 @@ class RequesterQuorumForm(forms.Form):
 
 
 class TimeWindowForm(forms.ModelForm):
+    """A weekly window (days and times), or a dated one (two date-times). Both are read on the
+    wall clock of the window's time zone, which the page says next to every time."""
+
+    starts_at = forms.DateTimeField(
+        required=False,
+        label="Or, once: starts (in the time zone below)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="A one-off window, e.g. a holiday freeze; leave the weekly fields empty.",
+    )
+    ends_at = forms.DateTimeField(
+        required=False,
+        label="Ends (in the time zone below)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+
     class Meta:
         model = TimeWindow
         fields = [
@@ -157,9 +174,28 @@ class TimeWindowForm(forms.ModelForm):
             "start_time",
             "end_weekday",
             "end_time",
+            "starts_at",
+            "ends_at",
             "timezone",
         ]
         widgets = {
             "start_time": forms.TimeInput(attrs={"type": "time"}),
             "end_time": forms.TimeInput(attrs={"type": "time"}),
         }
+        labels = {"timezone": "Time zone (IANA, e.g. Europe/Berlin)"}
+
+    def clean(self) -> dict:
+        data = super().clean()
+        try:
+            zone = ZoneInfo(data.get("timezone") or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            self.add_error("timezone", f"Unknown time zone '{data.get('timezone')}'.")
+            return data
+        # The form field read the wall-clock time in the server's zone; it is meant in the
+        # window's own zone.
+        for name in ("starts_at", "ends_at"):
+            value = data.get(name)
+            if value is not None:
+                wall = timezone.make_naive(value) if timezone.is_aware(value) else value
+                data[name] = wall.replace(tzinfo=zone)
+        return data

@@ -30,7 +30,7 @@ from releasecenter.templatetags.releasecenter import describe_event
 from . import release_forms as forms
 from . import render as release_render
 from . import services
-from .decision import evaluate, gather_release
+from .decision import evaluate, gather_release, upcoming_freeze
 from .models import FollowUp, Release, ReleaseTarget, Signoff, TimeWindow
 
 PAGE_SIZE = 25
@@ -129,13 +129,22 @@ def release_edit(request, slug: str, release_id: int):  # noqa: ANN001, ANN201
     form = forms.ReleaseEditForm(request.POST or None, instance=release)
     if request.method == "POST" and form.is_valid():
         try:
-            services.update_release(request.user, membership, release, **form.cleaned_data)
+            before_commit = Release.objects.values_list("commit_sha", flat=True).get(pk=release.pk)
+            updated = services.update_release(
+                request.user, membership, release, **form.cleaned_data
+            )
         except (ValidationError, PermissionDenied) as exc:
             form.add_error(None, _errors(exc))
         except Conflict as exc:
             form.add_error("version", str(exc))
         else:
-            messages.success(request, "Release updated.")
+            note = ""
+            if updated.commit_sha != before_commit:
+                note = (
+                    " The commit changed: what was proven about the old one no longer counts "
+                    "(see what it reopened below)."
+                )
+            messages.success(request, "Release updated." + note)
             return redirect("release-detail", slug=slug, release_id=release.pk)
     return render(
         request,
@@ -178,6 +187,7 @@ def _column(target: ReleaseTarget, snapshot, membership: Membership, now, run_pr
     return {
         "target": target,
         "decision": decision,
+        "upcoming_freeze": _announce_freeze(snapshot, now),
         # Gate blockers are listed once, under Gates; the reasons list names the rest.
         "other_reasons": [r for r in decision.reasons if r.code not in gate_codes],
         "open_gate_count": sum(1 for r in decision.reasons if r.code in gate_codes),
@@ -197,6 +207,25 @@ def _column(target: ReleaseTarget, snapshot, membership: Membership, now, run_pr
             r.role for r in snapshot.roles if r.role in (membership.signoff_capacities or [])
         ],
     }
+
+
+def _announce_freeze(snapshot, now) -> str:  # noqa: ANN001
+    """ "Holiday freeze begins in 3 days (Sun 2026-12-20 00:00 CET)", or "" when no freeze is
+    near."""
+    upcoming = upcoming_freeze(snapshot, now)
+    if upcoming is None:
+        return ""
+    name, start = upcoming
+    return f"{name} begins in {_duration(start - now)} ({start:%a %Y-%m-%d %H:%M %Z})"
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = max(1, round(delta.total_seconds() / 60))
+    for unit, size in (("day", 1440), ("hour", 60), ("minute", 1)):
+        if minutes >= size:
+            count = minutes // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return "1 minute"
 
 
 def _check_changes(release: Release, environment_ids: list[int]) -> Q:
@@ -295,6 +324,12 @@ def _detail_context(release: Release, membership: Membership, csrf_token: str) -
     )
     timeline_entries = _timeline(timeline, release.project.slug)
     return {
+        "commit_resets": [
+            event.data
+            for event in AuditEvent.objects.filter(
+                topic=release.topic, verb="release.commit_reset", data__revision=release.revision
+            ).order_by("id")
+        ],
         "release": release,
         "project": release.project,
         "membership": membership,

@@ -42,7 +42,7 @@ def _e(value: object) -> str:
 
 
 def _minute(value: datetime) -> str:
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _hidden(name: str, value: str) -> str:
@@ -83,7 +83,8 @@ def _open_gate(gate: Gate, environment: str, production: bool, ctx: GateContext)
                 '<details class="inline-details"><summary>Accept risk</summary>'
                 f'<form method="post" action="{_e(ctx.accept_risk_url)}">{fields}'
                 '<label>Reason <input name="reason" minlength="10" required></label>'
-                '<label>Expires <input type="datetime-local" name="expires_at" '
+                f"<label>Expires ({_e(timezone.get_current_timezone_name())} time) "
+                '<input type="datetime-local" name="expires_at" '
                 f'value="{_e(ctx.default_expiry)}" required></label>'
                 '<button type="submit" class="small">Accept risk</button></form></details>'
             )
@@ -97,10 +98,16 @@ def _open_gate(gate: Gate, environment: str, production: bool, ctx: GateContext)
                 "</form>"
             )
     severity = _e(gate.severity)
+    failure = ""
+    if gate.automation_failure:
+        failure = (
+            '<small class="automation-failed" data-automation-failed>automated check failed: '
+            f"{_e(gate.automation_failure)}</small> "
+        )
     return (
         f'<li class="gate {severity} open" data-gate="{_e(gate.key)}">'
         f'<span class="badge sev-{severity}">{_e(gate.severity.upper())}</span> ⬜ '
-        f"{_gate_text(gate, ctx)} {action}</li>"
+        f"{_gate_text(gate, ctx)} {failure}{action}</li>"
     )
 
 

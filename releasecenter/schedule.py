@@ -14,6 +14,11 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "task": "checklists.tasks.open_recurring_runs",
         "schedule": 60.0,
     },
+    # Automated checklist items run by themselves when their phase (T-offset) begins.
+    "checklists-queue-due-automations": {
+        "task": "checklists.tasks.queue_due_automations",
+        "schedule": 60.0,
+    },
     "checklists-flag-missed-runs": {
         "task": "checklists.tasks.flag_missed_runs",
         "schedule": 60.0,

@@ -1,4 +1,5 @@
-"""Weekly recurring time windows (freezes, maintenance windows) in a time zone.
+"""Time windows (freezes, maintenance windows) in a time zone: weekly recurring ones, and
+one-off dated ones (a holiday freeze from 20 December to 5 January).
 
 A window is (start weekday, start time) to (end weekday, end time) on the local wall clock of its
 zone, e.g. Friday 16:00 to Monday 08:00 Europe/Berlin; it may wrap around the end of the week.
@@ -52,3 +53,25 @@ class WeeklyWindow:
 
     def next_start(self, at: datetime) -> datetime:
         return self._next_boundary(at, self._bounds()[0])
+
+
+@dataclass(frozen=True)
+class DatedWindow:
+    """A one-off window between two moments; ``tz`` is the zone it was written in and is shown
+    in. It answers like a WeeklyWindow, except that once over it has no next start."""
+
+    start: datetime
+    end: datetime
+    tz: str = "UTC"
+    label: str = ""
+
+    def contains(self, at: datetime) -> bool:
+        return self.start <= at < self.end
+
+    def next_end(self, at: datetime) -> datetime:
+        return self.end.astimezone(ZoneInfo(self.tz))
+
+    def next_start(self, at: datetime) -> datetime | None:
+        if at >= self.start:
+            return None
+        return self.start.astimezone(ZoneInfo(self.tz))

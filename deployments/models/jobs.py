@@ -153,8 +153,13 @@ class Deployment(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DEPLOY)
     strategy = models.CharField(max_length=20, choices=DeployTarget.Strategy.choices)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    # The version the services should run when this deployment is done.
+    # The version the services should run when this deployment is done, and the release's
+    # commit at the moment it was requested (what the proof of this deployment is about).
     version = models.CharField(max_length=64)
+    commit_sha = models.CharField(max_length=64, blank=True, default="")
+    # The go/no-go decision as it was when the deployment was requested, with every reason
+    # (an override's reasons included): {"decision", "reasons", "at", "commit", "overridden"}.
+    decision_snapshot = models.JSONField(default=dict, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -93,8 +93,10 @@ class ReleaseTarget(models.Model):
         # A cancelled deployment returns the release to review, where approval follows its
         # gates and sign-offs again; cancelling the release itself is a separate decision.
         S.DEPLOYING: {S.DEPLOYED, S.FAILED, S.CANCELLED, S.ROLLED_BACK, S.IN_REVIEW},
-        S.DEPLOYED: {S.VERIFIED, S.FAILED, S.ROLLED_BACK, S.DEPLOYING},
-        S.VERIFIED: {S.ROLLED_BACK, S.DEPLOYING},
+        # A new commit sends a deployed or verified release back to review: the proof was
+        # about another build (see services.releases.update_release).
+        S.DEPLOYED: {S.VERIFIED, S.FAILED, S.ROLLED_BACK, S.DEPLOYING, S.IN_REVIEW},
+        S.VERIFIED: {S.ROLLED_BACK, S.DEPLOYING, S.IN_REVIEW},
         S.FAILED: {S.DEPLOYING, S.ROLLED_BACK, S.IN_REVIEW, S.CANCELLED},
         S.ROLLED_BACK: {S.DEPLOYING, S.IN_REVIEW, S.CANCELLED},
         S.CANCELLED: set(),
@@ -112,6 +114,9 @@ class ReleaseTarget(models.Model):
     deploying_at = models.DateTimeField(null=True, blank=True)
     deployed_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
+    # The commit the release's last successful rollout here ran: "verified" holds for that commit
+    # only, and a change of the release's commit clears it.
+    deployed_commit = models.CharField(max_length=64, blank=True, default="")
     # Checklist runs attached to this release in this environment (see checklists.Run).
     runs = models.ManyToManyField("checklists.Run", blank=True, related_name="release_targets")
 
@@ -178,7 +183,9 @@ class SignoffRequirement(models.Model):
 
 
 class TimeWindow(models.Model):
-    """A recurring weekly window, e.g. a freeze from Friday 16:00 to Monday 08:00 Europe/Berlin."""
+    """A freeze or maintenance window of an environment, in a time zone: weekly recurring (e.g.
+    a freeze from Friday 16:00 to Monday 08:00 Europe/Berlin), or one-off between two dates
+    (a holiday freeze from 20 December to 5 January)."""
 
     class Kind(models.TextChoices):
         FREEZE = "freeze", "Freeze"
@@ -190,28 +197,41 @@ class TimeWindow(models.Model):
             ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
         )
     ]
+    WEEKLY_FIELDS = ("start_weekday", "start_time", "end_weekday", "end_time")
 
     environment = models.ForeignKey(
         Environment, on_delete=models.CASCADE, related_name="time_windows"
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
     label = models.CharField(max_length=80, blank=True, default="")
-    start_weekday = models.PositiveSmallIntegerField(choices=WEEKDAYS)
-    start_time = models.TimeField()
-    end_weekday = models.PositiveSmallIntegerField(choices=WEEKDAYS)
-    end_time = models.TimeField()
+    # Weekly windows: wall-clock weekday and time in ``timezone``.
+    start_weekday = models.PositiveSmallIntegerField(choices=WEEKDAYS, null=True, blank=True)
+    start_time = models.TimeField(null=True, blank=True)
+    end_weekday = models.PositiveSmallIntegerField(choices=WEEKDAYS, null=True, blank=True)
+    end_time = models.TimeField(null=True, blank=True)
+    # One-off windows: two moments; ``timezone`` is the zone they were given in and are shown in.
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
     timezone = models.CharField(max_length=64, default="UTC")
 
     class Meta:
-        ordering = ["environment", "kind", "start_weekday", "start_time"]
+        ordering = ["environment", "kind", "starts_at", "start_weekday", "start_time"]
 
     def __str__(self) -> str:
         return self.label or f"{self.get_kind_display()} {self.describe()}"
 
+    @property
+    def dated(self) -> bool:
+        return self.starts_at is not None
+
     def describe(self) -> str:
+        if self.dated:
+            zone = zoneinfo.ZoneInfo(self.timezone)
+            start, end = self.starts_at.astimezone(zone), self.ends_at.astimezone(zone)
+            return f"{start:%a %Y-%m-%d %H:%M} – {end:%a %Y-%m-%d %H:%M} {self.timezone}"
         days = dict(self.WEEKDAYS)
         return (
-            f"{days[self.start_weekday][:3]} {self.start_time:%H:%M} – "
+            f"every {days[self.start_weekday][:3]} {self.start_time:%H:%M} – "
             f"{days[self.end_weekday][:3]} {self.end_time:%H:%M} {self.timezone}"
         )
 
@@ -220,6 +240,28 @@ class TimeWindow(models.Model):
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
             raise ValidationError({"timezone": f"Unknown time zone '{self.timezone}'."}) from exc
+        if self.starts_at is not None or self.ends_at is not None:
+            self._clean_dated()
+        else:
+            self._clean_weekly()
+
+    def _clean_dated(self) -> None:
+        if self.starts_at is None or self.ends_at is None:
+            field = "starts_at" if self.starts_at is None else "ends_at"
+            raise ValidationError({field: "A dated window needs both its start and its end."})
+        if timezone.is_naive(self.starts_at) or timezone.is_naive(self.ends_at):
+            raise ValidationError("Give a dated window's start and end with their time zone.")
+        if self.ends_at <= self.starts_at:
+            raise ValidationError({"ends_at": "A window must end after it starts."})
+        if any(getattr(self, f) is not None for f in self.WEEKLY_FIELDS):
+            raise ValidationError("A window is either weekly or dated, not both.")
+
+    def _clean_weekly(self) -> None:
+        missing = [f for f in self.WEEKLY_FIELDS if getattr(self, f) is None]
+        if missing:
+            raise ValidationError(
+                {missing[0]: "Give a weekly window's days and times, or a dated window's dates."}
+            )
         if (self.start_weekday, self.start_time) == (self.end_weekday, self.end_time):
             raise ValidationError("A window must not start and end at the same moment.")
 
@@ -366,6 +408,7 @@ class EnvironmentLock(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    release_reason = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["environment", "-locked_at"]

@@ -43,7 +43,7 @@ from ..models import (
 )
 from ..strategies import runs_on_worker
 from ..strategies.kubernetes import parse_kubeconfig
-from .releases import DeployRefused, check_deploy_allowed, refresh_approval, transition
+from .releases import DeployRefused, gate_deployment, refresh_approval, transition
 
 __all__ = [
     "IdempotencyMismatch",
@@ -201,6 +201,10 @@ def _move_target(
             "release target %s stays %s: cannot move to %s", target.pk, target.status, status
         )
         return target
+    if status in (T.DEPLOYED, T.VERIFIED) and target.deployed_commit != deployment.commit_sha:
+        # Deployed and verified are claims about the commit this deployment ran.
+        target.deployed_commit = deployment.commit_sha
+        target.save(update_fields=["deployed_commit"])
     return transition(target, status, actor, reason)
 
 
@@ -373,6 +377,20 @@ def _create_steps(deployment: Deployment, services: list[tuple[Service | None, s
     )
 
 
+def _decision_snapshot(
+    decision: Decision, commit_sha: str, at: datetime, override: Any
+) -> dict[str, Any]:
+    """The decision a deployment started on, kept with it as it was (the compliance bundle
+    shows it): what was "no" and who went ahead anyway is not re-derived later."""
+    return {
+        **decision.as_dict(),
+        "at": at.isoformat(),
+        "commit": commit_sha,
+        "overridden": override is not None,
+        "override_reason": override.reason if override is not None else "",
+    }
+
+
 def _enqueue(deployment: Deployment) -> None:
     if not runs_on_worker(deployment.strategy):
         return
@@ -432,12 +450,16 @@ def start_deployment(
     try:
         with transaction.atomic():
             # Serialise requests for one release, so a replayed key sees the first request's row.
-            Release.objects.select_for_update().get(pk=release.pk)
+            commit_sha = (
+                Release.objects.select_for_update()
+                .values_list("commit_sha", flat=True)
+                .get(pk=release.pk)
+            )
             if idempotency_key:
                 existing = _replay(actor, idempotency_key, fingerprint)
                 if existing is not None:
                     return existing, False
-            override = check_deploy_allowed(
+            decision, override = gate_deployment(
                 actor,
                 membership,
                 release,
@@ -460,6 +482,8 @@ def start_deployment(
                         kind=Deployment.Kind.DEPLOY,
                         strategy=target.strategy,
                         version=release.version,
+                        commit_sha=commit_sha,
+                        decision_snapshot=_decision_snapshot(decision, commit_sha, now, override),
                         requested_by=actor,
                         override=override,
                         replaces=previous,
@@ -613,6 +637,7 @@ def _create_rollback(
         "kind": Deployment.Kind.ROLLBACK,
         "strategy": deployment.strategy,
         "version": restored,
+        "commit_sha": deployment.replaces.commit_sha if deployment.replaces_id else "",
         "requested_by": actor if getattr(actor, "is_authenticated", False) else None,
         "rollback_of": deployment,
         "reason": reason[:2000],

@@ -38,6 +38,7 @@ from ..models import (
 
 __all__ = [
     "DeployRefused",
+    "EnvironmentLocked",
     "accept_risk",
     "acknowledge_warning",
     "add_time_window",
@@ -47,6 +48,7 @@ __all__ = [
     "create_release",
     "delete_time_window",
     "expire_lapsed_approvals",
+    "gate_deployment",
     "lock_environment",
     "on_run_event",
     "override_no_go",
@@ -58,6 +60,7 @@ __all__ = [
     "sign_off",
     "submit_for_review",
     "transition",
+    "may_unlock",
     "unlock_environment",
     "update_policy",
     "update_release",
@@ -74,6 +77,17 @@ class DeployRefused(Exception):
     def __init__(self, decision: Decision) -> None:
         super().__init__("; ".join(r.message for r in decision.reasons))
         self.decision = decision
+
+
+class EnvironmentLocked(DeployRefused):
+    """The environment is locked. Unlike the other no-go reasons, no override gets past it: the
+    lock is held by a person for a reason, and only its release (audited) lets deployments in."""
+
+    code = "locked"
+
+    def __init__(self, decision: Decision, lock: EnvironmentLock) -> None:
+        super().__init__(decision)
+        self.lock = lock
 
 
 def _publish(target_or_release, verb: str, actor, **kwargs: Any) -> None:  # noqa: ANN001
@@ -182,26 +196,43 @@ RELEASE_FIELDS = ["version", "commit_sha", "notes", "planned_start"]
 
 
 @transaction.atomic
-def update_release(actor, membership: Membership, release: Release, **changes: Any) -> Release:  # noqa: ANN001
-    """Change a release. A new version or commit makes every sign-off stale (kept, not counted)."""
+def update_release(
+    actor,  # noqa: ANN001
+    membership: Membership,
+    release: Release,
+    *,
+    expected_revision: int | None = None,
+    **changes: Any,
+) -> Release:
+    """Change a release. A new version or commit makes every sign-off stale (kept, not counted);
+    a new commit also takes back what was proven about the old one (see _reset_for_new_commit).
+
+    ``expected_revision``: the revision the caller saw; another one is a Conflict and nothing
+    changes. A change of commit while a deployment of the release is active is a Conflict too:
+    the deployment would run one commit and be credited to another."""
     require_role(membership, Membership.Role.ENGINEER)
+    unknown = sorted(set(changes) - set(RELEASE_FIELDS))
+    if unknown:
+        raise ValidationError({unknown[0]: f"'{unknown[0]}' cannot be changed here."})
     release = _locked_release(release)
+    if expected_revision is not None and expected_revision != release.revision:
+        raise Conflict(
+            f"Release {release.version} is at revision {release.revision}, not "
+            f"{expected_revision}: someone changed it since you read it."
+        )
     before = {f: getattr(release, f) for f in RELEASE_FIELDS}
     for key, value in changes.items():
-        if key in RELEASE_FIELDS:
-            setattr(
-                release, key, value.strip() if isinstance(value, str) and key != "notes" else value
-            )
+        setattr(release, key, value.strip() if isinstance(value, str) and key != "notes" else value)
     release.full_clean(validate_unique=False, validate_constraints=False)
-    identity_changed = (release.version, release.commit_sha) != (
-        before["version"],
-        before["commit_sha"],
-    )
+    commit_changed = release.commit_sha != before["commit_sha"]
+    identity_changed = commit_changed or release.version != before["version"]
+    if commit_changed:
+        _refuse_while_deploying(release)
     now = timezone.now()
     if identity_changed:
         release.revision += 1
         what = []
-        if release.commit_sha != before["commit_sha"]:
+        if commit_changed:
             what.append(
                 f"commit changed from {before['commit_sha'][:12]} to {release.commit_sha[:12]}"
             )
@@ -226,9 +257,101 @@ def update_release(actor, membership: Membership, release: Release, **changes: A
         before={k: str(v) if v is not None else None for k, v in before.items()},
         after={k: str(v) if v is not None else None for k, v in after.items()},
     )
+    if commit_changed:
+        _reset_for_new_commit(actor, release, before["commit_sha"])
     for target in release.targets.select_related("environment"):
         refresh_approval(target, actor)
     return release
+
+
+def _refuse_while_deploying(release: Release) -> None:
+    from ..models import Deployment
+
+    active = (
+        Deployment.objects.filter(release=release, status__in=Deployment.ACTIVE)
+        .select_related("environment")
+        .first()
+    )
+    if active is not None:
+        raise Conflict(
+            f"Deployment #{active.pk} of {release.version} is {active.get_status_display().lower()}"
+            f" in {active.environment.name}; change the commit after it ends."
+        )
+
+
+# What a deployed release's target goes back to when its commit changes.
+PROVEN_STATES = {S.DEPLOYED, S.VERIFIED, S.FAILED, S.ROLLED_BACK}
+
+
+def _reset_for_new_commit(actor, release: Release, old_commit: str) -> list[dict[str, Any]]:  # noqa: ANN001
+    """Proof belongs to a commit: for each environment, the deployed/verified state goes back to
+    not deployed, warning acknowledgements and risk acceptances lapse, and checklist items whose
+    tick is proof about one build reopen. Each environment where something was reset gets a
+    "release.commit_reset" timeline entry naming both commits and what was reset; the release
+    page shows the entries of the current revision."""
+    from checklists.services import reopen_for_new_build
+
+    now = timezone.now()
+    change = f"commit changed from {old_commit[:12]} to {release.commit_sha[:12]}"
+    summaries = []
+    targets = (
+        ReleaseTarget.objects.select_for_update(of=("self",))
+        .select_related("environment", "release__project")
+        .filter(release=release)
+        .order_by("environment__order", "environment__name")
+    )
+    for target in targets:
+        status_before = target.status
+        if target.status in PROVEN_STATES:
+            transition(target, S.IN_REVIEW, actor, reason=change)
+        if target.deployed_commit or target.deployed_at or target.verified_at:
+            target.deployed_commit, target.deployed_at, target.verified_at = "", None, None
+            target.save(update_fields=["deployed_commit", "deployed_at", "verified_at"])
+        acknowledgements = list(
+            WarningAcknowledgement.objects.filter(target=target).values_list("item_text", flat=True)
+        )
+        WarningAcknowledgement.objects.filter(target=target).delete()
+        acceptances = list(
+            RiskAcceptance.objects.filter(target=target, revoked_at__isnull=True).values_list(
+                "item_text", flat=True
+            )
+        )
+        RiskAcceptance.objects.filter(target=target, revoked_at__isnull=True).update(revoked_at=now)
+        reopened = [
+            row.item.text
+            for row in reopen_for_new_build(
+                actor, list(target.runs.values_list("pk", flat=True)), change
+            )
+        ]
+        parts = []
+        if status_before in PROVEN_STATES:
+            parts.append(f"was {S(status_before).label.lower()}, now not deployed")
+        if reopened:
+            parts.append(
+                f"{len(reopened)} checklist item{'s' if len(reopened) != 1 else ''} reopened"
+            )
+        if acknowledgements:
+            count = len(acknowledgements)
+            parts.append(f"{count} warning acknowledgement{'s' if count != 1 else ''} lapsed")
+        if acceptances:
+            count = len(acceptances)
+            parts.append(f"{count} risk acceptance{'s' if count != 1 else ''} lapsed")
+        if not parts:
+            continue
+        summary = {
+            "environment": target.environment.name,
+            "old_commit": old_commit,
+            "new_commit": release.commit_sha,
+            "revision": release.revision,
+            "status_before": status_before,
+            "summary": "; ".join(parts),
+            "reopened": reopened[:50],
+            "acknowledgements": acknowledgements[:50],
+            "acceptances": acceptances[:50],
+        }
+        _publish(target, "release.commit_reset", actor, obj=target, data=summary)
+        summaries.append(summary)
+    return summaries
 
 
 def transition(target: ReleaseTarget, status: str, actor=None, reason: str = "") -> ReleaseTarget:  # noqa: ANN001
@@ -609,6 +732,27 @@ def check_deploy_allowed(
 
     Returns None on "go", the Override on a lead's break-glass, or raises DeployRefused.
     """
+    return gate_deployment(
+        actor,
+        membership,
+        release,
+        environment,
+        override_reason=override_reason,
+        expected_commit=expected_commit,
+    )[1]
+
+
+def gate_deployment(
+    actor,  # noqa: ANN001
+    membership: Membership,
+    release: Release,
+    environment: Environment,
+    *,
+    override_reason: str = "",
+    expected_commit: str | None = None,
+) -> tuple[Decision, Override | None]:
+    """check_deploy_allowed, also returning the decision it judged by (a deployment keeps it as
+    its snapshot)."""
     require_role(membership, Membership.Role.ENGINEER)
     locked = _locked_release(release)
     if expected_commit is not None and expected_commit != locked.commit_sha:
@@ -617,13 +761,18 @@ def check_deploy_allowed(
         )
     decision = decide(locked, environment, requester=actor)
     if decision.go:
-        return None
+        return decision, None
+    lock = _held_lock(environment)
+    if lock is not None:
+        # Break-glass is for no-go reasons; a lock is a person saying "not now", so nothing,
+        # an override included, deploys until that person or an admin releases it.
+        raise EnvironmentLocked(decision, lock)
     if not override_reason:
         raise DeployRefused(decision)
     target = ReleaseTarget.objects.select_related("environment", "release__project").get(
         release=locked, environment=environment
     )
-    return override_no_go(actor, membership, target, override_reason, decision)
+    return decision, override_no_go(actor, membership, target, override_reason, decision)
 
 
 def override_no_go(
@@ -713,27 +862,57 @@ def lock_environment(
     return lock
 
 
+def _held_lock(environment: Environment) -> EnvironmentLock | None:
+    return (
+        EnvironmentLock.objects.filter(environment=environment, released_at__isnull=True)
+        .select_related("locked_by")
+        .first()
+    )
+
+
+def may_unlock(membership: Membership, lock: EnvironmentLock) -> bool:
+    """Whoever holds a lock may release it, and so may a project admin; nobody else."""
+    return lock.locked_by_id == membership.user_id or membership.has_role(Membership.Role.ADMIN)
+
+
 @transaction.atomic
-def unlock_environment(actor, membership: Membership, environment: Environment) -> EnvironmentLock:  # noqa: ANN001
+def unlock_environment(
+    actor,  # noqa: ANN001
+    membership: Membership,
+    environment: Environment,
+    reason: str = "",
+) -> EnvironmentLock:
+    """Release the environment's lock: only its holder or a project admin, always with a reason,
+    which the audit log keeps beside the lock's own."""
     require_role(membership, Membership.Role.ENGINEER)
     lock = (
-        EnvironmentLock.objects.select_for_update()
+        EnvironmentLock.objects.select_for_update(of=("self",))
+        .select_related("locked_by")
         .filter(environment=environment, released_at__isnull=True)
         .first()
     )
     if lock is None:
         raise ValidationError(f"{environment.name} is not locked.")
+    if not may_unlock(membership, lock):
+        raise PermissionDenied(
+            f"{environment.name} is locked by {lock.locked_by.username}; only they or a project "
+            "admin may unlock it."
+        )
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why the lock can be released."})
     lock.released_at = timezone.now()
     lock.released_by = actor
-    lock.save(update_fields=["released_at", "released_by"])
+    lock.release_reason = reason[:2000]
+    lock.save(update_fields=["released_at", "released_by", "release_reason"])
     events.publish(
         environment.project.topic,
         "environment.unlocked",
         project=environment.project_id,
         actor=actor,
         obj=lock,
-        before={"reason": lock.reason},
-        after={"environment": environment.name},
+        before={"reason": lock.reason, "locked_by": lock.locked_by.username},
+        after={"environment": environment.name, "reason": lock.release_reason},
     )
     return lock
 

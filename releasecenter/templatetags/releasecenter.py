@@ -17,7 +17,7 @@ DESCRIPTIONS = {
     "environment.created": "added environment {after[name]}",
     "environment.updated": "changed environment {after[name]}",
     "environment.locked": "locked {after[environment]}: {after[reason]}",
-    "environment.unlocked": "unlocked {after[environment]}",
+    "environment.unlocked": "unlocked {after[environment]}: {after[reason]}",
     "environment.policy_updated": "changed an environment policy",
     "environment.signoffs_required": "changed the required sign-offs",
     "service.created": "added service {after[name]}",
@@ -34,6 +34,9 @@ DESCRIPTIONS = {
     "release.warning_acknowledged": "acknowledged a warning in {after[environment]}: {after[item]}",
     "release.overridden": "OVERRODE a no-go in {after[environment]}: {after[reason]}",
     "release.follow_up_resolved": "resolved a follow-up",
+    "release.commit_reset": "{data[environment]}: {data[summary]}, because the commit changed "
+    "from {data[old_commit]:.12} to {data[new_commit]:.12}",
+    "run.item.reopened": "reopened “{data[text]}”: {data[reason]}",
 }
 
 

@@ -99,7 +99,9 @@ def test_failing_check_leaves_the_item_open_with_the_failure_shown(
     result = services.run_automated_item(personas.member, row)
     assert result.state == "open"
     assert result.automation_passed is False
-    assert not Evidence.objects.filter(run_item=row).exists()
+    # The failure is kept as the item's evidence: what the check answered, and when.
+    evidence = Evidence.objects.get(run_item=row)
+    assert evidence.name.startswith("http-test failure") and '"degraded"' in evidence.text
     assert AuditEvent.objects.filter(topic=f"run:{run.pk}").latest("id").verb == (
         "run.item.automation_failed"
     )

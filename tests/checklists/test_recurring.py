@@ -173,3 +173,24 @@ def test_tasks_run_the_services(personas, template):
         assert tasks.flag_missed_runs() == 1
     assert Run.objects.get().missed_at is not None
     assert timedelta(minutes=5) == Run.objects.get().deadline - Run.objects.get().planned_start
+
+
+def test_the_forms_minimum_deadline_is_accepted_and_errors_name_the_label(
+    client, personas, template
+):
+    client.force_login(personas.lead)
+    url = f"/p/{personas.project.slug}/checklists/templates/{template.pk}/schedules/"
+    form = {
+        "environment": personas.staging.pk,
+        "frequency": "daily",
+        "time_of_day": "09:00",
+        "timezone_name": "UTC",
+        "deadline_hours": "0.1",
+    }
+    client.post(url, form)
+    assert RecurringSchedule.objects.get().deadline_minutes == 6
+
+    page = client.post(url, {**form, "deadline_hours": "0.05"}, follow=True).content.decode()
+    message = page.split("Check the schedule: ")[1].split("<")[0]
+    assert message.startswith("Deadline (hours): ") and "deadline_hours" not in message
+    assert RecurringSchedule.objects.count() == 1

@@ -4,6 +4,7 @@ override, one active deployment per environment under concurrency, idempotency k
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from rest_framework.test import APIClient
@@ -55,8 +56,11 @@ def test_start_answers_201_with_the_deployment_and_its_steps(ready, api_client_f
 
 def test_a_no_go_is_refused_with_its_reasons_and_a_lead_may_override(ready, api_client_for):
     personas, release = ready
-    services.lock_environment(
-        personas.admin, personas.membership(personas.admin), personas.staging, "INC-7 ongoing"
+    services.update_policy(
+        personas.admin,
+        personas.membership(personas.admin),
+        personas.staging,
+        min_notice=timedelta(hours=2),
     )
     response = api_client_for(personas.member).post(
         url(release), {"environment": "staging"}, format="json"
@@ -64,8 +68,7 @@ def test_a_no_go_is_refused_with_its_reasons_and_a_lead_may_override(ready, api_
     assert response.status_code == 409
     body = response.json()
     assert body["decision"] == "no-go"
-    assert [r["code"] for r in body["reasons"]] == ["locked"]
-    assert "INC-7 ongoing" in body["reasons"][0]["message"]
+    assert [r["code"] for r in body["reasons"]] == ["notice"]
     assert not Deployment.objects.exists()
 
     engineer_override = api_client_for(personas.member).post(
@@ -83,7 +86,66 @@ def test_a_no_go_is_refused_with_its_reasons_and_a_lead_may_override(ready, api_
     assert lead.json()["override_reason"] == "hotfix for the outage INC-7"
     override = Override.objects.get()
     assert Deployment.objects.get().override == override
-    assert override.reasons[0]["code"] == "locked"
+    assert override.reasons[0]["code"] == "notice"
+
+
+def test_an_override_never_deploys_into_a_locked_environment(ready, api_client_for):
+    personas, release = ready
+    services.lock_environment(
+        personas.member, personas.membership(personas.member), personas.staging, "INC-7 ongoing"
+    )
+    lead = api_client_for(personas.lead)
+    response = lead.post(
+        url(release),
+        {"environment": "staging", "override_reason": "hotfix for the outage INC-7"},
+        format="json",
+    )
+    assert response.status_code == 409, response.content
+    body = response.json()
+    assert body["code"] == "locked"
+    assert body["lock"]["locked_by"] == "mia-member"
+    assert body["lock"]["reason"] == "INC-7 ongoing"
+    assert "locked" in [r["code"] for r in body["reasons"]]
+    assert not Deployment.objects.exists() and not Override.objects.exists()
+    assert not AuditEvent.objects.filter(verb="release.overridden").exists()
+
+
+def test_a_lock_is_released_only_by_its_holder_or_an_admin_with_a_reason(ready, api_client_for):
+    personas, release = ready
+    services.lock_environment(
+        personas.member, personas.membership(personas.member), personas.staging, "INC-7 ongoing"
+    )
+    lock_url = f"/api/v1/projects/{personas.project.slug}/environments/staging/lock/"
+    lead = api_client_for(personas.lead)
+    refused = lead.delete(lock_url, {"reason": "I think it is fine"}, format="json")
+    assert refused.status_code == 403 and "mia-member" in str(refused.json())
+    holder = api_client_for(personas.member)
+    no_reason = holder.delete(lock_url, {}, format="json")
+    assert no_reason.status_code == 400 and "reason" in no_reason.json()
+    assert lead.get(lock_url).json()["locked"] is True
+    admin = api_client_for(personas.admin)
+    released = admin.delete(lock_url, {"reason": "INC-7 resolved"}, format="json")
+    assert released.status_code == 200 and released.json()["locked"] is False
+    event = AuditEvent.objects.get(verb="environment.unlocked")
+    assert event.actor == personas.admin
+    assert event.after["reason"] == "INC-7 resolved"
+    assert event.before["reason"] == "INC-7 ongoing"
+
+
+def test_an_override_never_starts_beside_an_active_deployment(ready, api_client_for):
+    personas, release = ready
+    first = api_client_for(personas.member).post(
+        url(release), {"environment": "staging"}, format="json"
+    )
+    assert first.status_code == 201
+    second = api_client_for(personas.lead).post(
+        url(release),
+        {"environment": "staging", "override_reason": "hotfix for the outage INC-7"},
+        format="json",
+    )
+    assert second.status_code == 409
+    assert "deployment_active" in [r["code"] for r in second.json()["reasons"]]
+    assert Deployment.objects.count() == 1 and not Override.objects.exists()
 
 
 def test_bad_input_is_a_clear_error_and_changes_nothing(ready, api_client_for):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.template.loader import render_to_string
@@ -10,7 +12,14 @@ from django.test.utils import CaptureQueriesContext
 
 from deployments import services
 from deployments.decision import decide
-from deployments.models import DeployedVersion, Deployment, DeploymentStep, ReleaseTarget
+from deployments.models import (
+    DeployedVersion,
+    Deployment,
+    DeploymentStep,
+    Override,
+    ReleaseTarget,
+)
+from releasecenter.models import AuditEvent
 
 from .jobs_helpers import TOKEN, approved_release, configure
 
@@ -133,8 +142,12 @@ def test_environment_page_lock_unlock_and_what_runs_where(ready, client):
     assert decide(release, personas.staging).reasons[0].code == "locked"
     assert 'data-action="deploy"' not in html
     assert client.post(base + "lock/", {"reason": ""}).status_code == 302
-    client.post(base + "unlock/")
+    client.post(base + "unlock/")  # no reason: the lock holds
+    assert 'data-locked="yes"' in client.get(base).content.decode()
+    client.post(base + "unlock/", {"reason": "payments are back"})
     assert 'data-locked="no"' in client.get(base).content.decode()
+    event = AuditEvent.objects.get(verb="environment.unlocked")
+    assert event.actor == personas.member and event.after["reason"] == "payments are back"
 
 
 def test_only_admins_change_the_deploy_target_and_secrets_stay_hidden(ready, client):
@@ -194,13 +207,34 @@ def test_deploy_button_fragment_and_start_view(ready, client, rf):
     services.lock_environment(
         personas.admin, personas.membership(personas.admin), personas.staging, "freeze"
     )
+    # A lock is absolute: not even a lead is offered the override.
+    assert 'data-action="override"' not in button(personas.lead)
+    assert "data-locked-hint" in button(personas.lead)
+    client.force_login(personas.lead)
+    refused = client.post(
+        f"/p/{slug}/releases/{release.pk}/deploy/staging/",
+        {"override_reason": "customer escalation, approved by CTO"},
+        follow=True,
+    )
+    assert "Not deployed to staging" in refused.content.decode()
+    assert "freeze" in refused.content.decode()
+    assert not Deployment.objects.exists() and not Override.objects.exists()
+    services.unlock_environment(
+        personas.admin, personas.membership(personas.admin), personas.staging, "freeze over"
+    )
+    services.update_policy(
+        personas.admin,
+        personas.membership(personas.admin),
+        personas.staging,
+        min_notice=timedelta(hours=1),
+    )
     assert 'data-action="override"' in button(personas.lead)
     assert 'data-action="override"' not in button(personas.member)
 
     client.force_login(personas.member)
     refused = client.post(f"/p/{slug}/releases/{release.pk}/deploy/staging/", follow=True)
     assert "Not deployed to staging" in refused.content.decode()
-    assert "freeze" in refused.content.decode()
+    assert "notice" in refused.content.decode()
     assert not Deployment.objects.exists()
     client.force_login(personas.lead)
     started = client.post(
@@ -221,3 +255,19 @@ def test_overview_shows_versions_and_the_last_deployment(ready, client):
     html = client.get(f"/p/{personas.project.slug}/").content.decode()
     assert "0.0.0 on 1 service" in html
     assert f"#{deployment.pk} deploy 0.0.0: succeeded" in html
+
+
+def test_only_the_holder_or_an_admin_is_offered_unlock(ready, client):
+    personas, _release = ready
+    services.lock_environment(
+        personas.member, personas.membership(personas.member), personas.staging, "INC-9"
+    )
+    base = f"/p/{personas.project.slug}/environments/staging/"
+    client.force_login(personas.lead)
+    html = client.get(base).content.decode()
+    assert 'data-action="unlock"' not in html
+    assert "Only mia-member or a project admin may unlock it." in html
+    client.post(base + "unlock/", {"reason": "looks fine to me"})
+    assert 'data-locked="yes"' in client.get(base).content.decode()
+    client.force_login(personas.admin)
+    assert 'data-action="unlock"' in client.get(base).content.decode()

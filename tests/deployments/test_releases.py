@@ -368,7 +368,9 @@ def test_locked_environment_blocks(team):
     assert "database migration running" in decision.reasons[0].message
     with pytest.raises(Conflict):
         services.lock_environment(team.lead, team.membership(team.lead), team.staging, "again")
-    services.unlock_environment(team.member, team.membership(team.member), team.staging)
+    services.unlock_environment(
+        team.member, team.membership(team.member), team.staging, "migration finished"
+    )
     assert decide(release, team.staging).go
 
 
