@@ -317,8 +317,11 @@ else:
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
-# Tests run their worker on a queue of their own so no other worker on the machine takes their jobs.
-CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="celery")
+# Four queues, each with workers of its own (releasecenter/queues.py). Tests and benchmarks give
+# every queue a prefix of their own so no other worker on the machine takes their jobs.
+CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="")
+CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}default"
+CELERY_TASK_ROUTES = ("releasecenter.queues.route_task",)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
