@@ -334,6 +334,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat runs exactly once: only the holder of a lease in Redis schedules (releasecenter/beat.py); a
+# second beat stands by and takes over within this many seconds of the first one's death.
+CELERY_BEAT_SCHEDULER = "releasecenter.beat:LeasedScheduler"
+BEAT_LEASE_SECONDS = env.float("BEAT_LEASE_SECONDS", default=30.0)
 # The beat schedule is code: each app contributes its entries in releasecenter/schedule.py.
 from releasecenter.schedule import BEAT_SCHEDULE as CELERY_BEAT_SCHEDULE  # noqa: E402, F401
 
