@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import connections
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 
-from . import events
+from . import events, metrics
 from .access import membership_for
 
 logger = logging.getLogger(__name__)
@@ -95,12 +95,14 @@ class WakeupHub:
         """Register a stream's interest before its first read, so no wake-up falls between."""
         waiter = asyncio.Event()
         self._waiters.setdefault(topic, set()).add(waiter)
+        metrics.EVENT_STREAMS.inc()
         return waiter
 
     def unwatch(self, topic: str, waiter: asyncio.Event) -> None:
         waiters = self._waiters.get(topic)
-        if waiters is not None:
+        if waiters is not None and waiter in waiters:
             waiters.discard(waiter)
+            metrics.EVENT_STREAMS.dec()
             if not waiters:
                 del self._waiters[topic]
 
@@ -193,11 +195,6 @@ def hub() -> WakeupHub:
     if _hub is None or _hub.loop is not loop:
         _hub = WakeupHub(settings.REDIS_URL)
     return _hub
-
-
-def open_stream_count() -> int:
-    """Event streams open in this process (for /metrics)."""
-    return _hub.stream_count if _hub is not None else 0
 
 
 async def _events(user, topic: str, last_id: int) -> AsyncIterator[str]:  # noqa: ANN001
