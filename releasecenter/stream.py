@@ -61,9 +61,11 @@ def _frame(event: dict) -> str:
     return f"id: {event['position']}\ndata: {json.dumps(event)}\n\n"
 
 
-def _read_frames(topic: str, position: int) -> tuple[list[str], int]:
+def _read_frames(topic: str, position: int) -> tuple[bytes, int, int]:
+    """The frames after a position, encoded once for every stream that shares the read (a str
+    would be encoded again per stream, after a look-up of the response's charset)."""
     batch, position = events.read_after(topic, position, BATCH)
-    return [_frame(event) for event in batch], position
+    return "".join(_frame(event) for event in batch).encode(), len(batch), position
 
 
 class WakeupHub:
@@ -80,7 +82,7 @@ class WakeupHub:
         # wake-up the stream is answering, so it cannot miss the event that caused it.
         self._epoch = 0
         self._reads: dict[tuple[str, int, int], asyncio.Future] = {}
-        self._access: dict[tuple[int, str], tuple[float, bool]] = {}
+        self._access: dict[tuple[int, str], tuple[float, asyncio.Future]] = {}
         self._fetch = sync_to_async(_read_frames, thread_sensitive=False)
         self._authorise = sync_to_async(_authorise, thread_sensitive=False)
         self._tasks = [self.loop.create_task(self._sweep())]
@@ -106,37 +108,45 @@ class WakeupHub:
             if not waiters:
                 del self._waiters[topic]
 
-    def wake(self, topic: str) -> None:
+    def _next_epoch(self) -> None:
         self._epoch += 1
+        # Reads of earlier epochs are never asked for again (their streams hold them).
+        self._reads.clear()
+
+    def wake(self, topic: str) -> None:
+        self._next_epoch()
         for waiter in self._waiters.get(topic, ()):
             waiter.set()
 
     def wake_all(self) -> None:
-        self._epoch += 1
+        self._next_epoch()
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.set()
 
-    async def read(self, topic: str, position: int) -> tuple[list[str], int]:
+    async def read(self, topic: str, position: int) -> tuple[bytes, int, int]:
         """The frames of a topic after a position, read once for all streams asking together."""
         key = (topic, position, self._epoch)
         future = self._reads.get(key)
         if future is None:
             future = asyncio.ensure_future(self._fetch(topic, position))
             self._reads[key] = future
-            future.add_done_callback(lambda _f: self._reads.pop(key, None))
+        if future.done():
+            return future.result()
         # One stream closing must not cancel the read the others wait for.
         return await asyncio.shield(future)
 
     async def may_see(self, user, topic: str) -> bool:  # noqa: ANN001
+        """Whether the user may still see the topic; one question to the database answers all
+        the streams of one person and topic that ask within ACCESS_MEMO_SECONDS."""
         key = (user.pk, topic)
-        now = time.monotonic()
         memo = self._access.get(key)
-        if memo is not None and now - memo[0] < ACCESS_MEMO_SECONDS:
-            return memo[1]
-        allowed = await self._authorise(user, topic)
-        self._access[key] = (time.monotonic(), allowed)
-        return allowed
+        if memo is None or time.monotonic() - memo[0] >= ACCESS_MEMO_SECONDS:
+            memo = (time.monotonic(), asyncio.ensure_future(self._authorise(user, topic)))
+            self._access[key] = memo
+        if memo[1].done():
+            return memo[1].result()
+        return await asyncio.shield(memo[1])
 
     async def _sweep(self) -> None:
         while True:
@@ -204,29 +214,31 @@ async def _events(user, topic: str, last_id: int) -> AsyncIterator[str]:  # noqa
     position = last_id
     heartbeat = settings.EVENTS_HEARTBEAT_SECONDS
     try:
-        yield "retry: 1000\n\n"
+        yield b"retry: 1000\n\n"
         last_sent = time.monotonic()
         while True:
             # Cleared before the read: a wake-up during the read makes the next wait return.
             waiter.clear()
-            frames, position = await wakeups.read(topic, position)
-            if frames and time.monotonic() - checked >= settings.EVENTS_ACCESS_RECHECK_SECONDS:
+            frames, count, position = await wakeups.read(topic, position)
+            if count and time.monotonic() - checked >= settings.EVENTS_ACCESS_RECHECK_SECONDS:
                 # Someone removed from the project mid-stream stops receiving its events.
                 if not await wakeups.may_see(user, topic):
                     return
                 checked = time.monotonic()
-            if frames:
-                yield "".join(frames)
+            if count:
+                yield frames
                 last_sent = time.monotonic()
-                if len(frames) == BATCH:
+                if count == BATCH:
                     continue
             timeout = max(0.0, heartbeat - (time.monotonic() - last_sent))
             try:
-                await asyncio.wait_for(waiter.wait(), timeout)
+                # A timeout scope, not wait_for: no task per wait, times a thousand streams.
+                async with asyncio.timeout(timeout):
+                    await waiter.wait()
             except TimeoutError:
                 pass
             if time.monotonic() - last_sent >= heartbeat:
-                yield ": heartbeat\n\n"
+                yield b": heartbeat\n\n"
                 last_sent = time.monotonic()
     finally:
         wakeups.unwatch(topic, waiter)
