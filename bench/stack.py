@@ -259,3 +259,63 @@ class SSEClient:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+# --- Deployments to a simulated cluster -------------------------------------------------------
+
+IMAGE = "registry.example/{name}:{version}"
+
+
+def add_environment(people: People, name: str) -> object:
+    from releasecenter import services as core
+    from releasecenter.models import Membership
+
+    admin_m = Membership.objects.get(user=people.admin, project=people.project)
+    return core.create_environment(people.admin, admin_m, name=name, kind="staging")
+
+
+def point_at_cluster(people: People, environment, sim, namespace: str, **fields) -> None:  # noqa: ANN001, ANN003
+    """Seed the cluster with the project's services at 1.0.0; deploy the environment there."""
+    from deployments import services
+    from releasecenter.models import Membership
+
+    for service in people.project.services.all():
+        sim.add_deployment(
+            namespace, service.name, IMAGE.format(name=service.name, version="1.0.0"), 2
+        )
+    admin_m = Membership.objects.get(user=people.admin, project=people.project)
+    services.save_deploy_target(
+        people.admin,
+        admin_m,
+        environment,
+        **{
+            "strategy": "kubernetes",
+            "api_url": sim.url,
+            "bearer_token": "bench-token",
+            "namespace": namespace,
+            "health_url_template": sim.url + "/_services/{namespace}/{deployment}",
+            "verify_allow_list": f"127.0.0.1:{sim.port}",
+            "verify_timeout_seconds": 5,
+            "rollout_timeout_seconds": 300,
+            **fields,
+        },
+    )
+
+
+def approved_release(people: People, version: str) -> object:
+    from deployments import services
+    from releasecenter.models import Membership
+
+    m = Membership.objects.get(user=people.engineer, project=people.project)
+    release = services.create_release(people.engineer, m, version=version, commit_sha="abcdef1234")
+    services.submit_for_review(people.engineer, m, release)
+    return release
+
+
+def deploy(people: People, release, environment) -> object:  # noqa: ANN001
+    from deployments import services
+    from releasecenter.models import Membership
+
+    m = Membership.objects.get(user=people.engineer, project=people.project)
+    deployment, _created = services.start_deployment(people.engineer, m, release, environment)
+    return deployment
