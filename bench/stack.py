@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -135,10 +136,11 @@ class Stack:
         )
 
     def redis_server(self, port: int, data_dir: str) -> subprocess.Popen:
-        """A throwaway redis-server on its own port, never the machine's own."""
+        """A throwaway redis-server on its own port, never the machine's own; its append-only
+        file in data_dir keeps queued jobs across a restart, as compose's Redis does."""
         proc = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", data_dir],
+            + ["--appendonly", "yes", "--dir", data_dir],
             stdout=subprocess.DEVNULL,
         )
         self.procs.append(proc)
@@ -198,6 +200,8 @@ class SSEClient:
         self.opened = asyncio.Event()
         self.arrivals: dict[str, float] = {}  # verb -> monotonic arrival
         self.verbs: list[str] = []
+        # (stream position, seconds from the event's row being written to its arrival here)
+        self.received: list[tuple[int, float]] = []
         self.reconnects = 0
         self.failed_connects = 0
         self._buffer = b""
@@ -254,6 +258,8 @@ class SSEClient:
             elif line.startswith(b"data: "):
                 event = json.loads(line[6:])
                 self.verbs.append(event["verb"])
+                written = datetime.fromisoformat(event["at"]).timestamp()
+                self.received.append((event["position"], time.time() - written))
                 self.arrivals.setdefault(event["verb"], time.monotonic())
 
     def close(self) -> None:
