@@ -18,4 +18,6 @@ RUN SECRET_KEY=build-only-key-not-used-at-runtime-0123456789abcdefghijklmnop \
 
 USER releasecenter
 EXPOSE 8000
-CMD ["uvicorn", "releasecenter.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+# uvicorn with WEB_CONCURRENCY processes, after preparing the metrics directory they share
+# (releasecenter/serve.py).
+CMD ["python", "-m", "releasecenter.serve", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

@@ -34,11 +34,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "releasecenter.settings_test")
-# The bench's own deployments are created by the services (which enqueue on commit) into a queue
+# The bench's own deployments are created by the services (which enqueue on commit) into queues
 # nobody reads; the run is then handed to the worker's queue once the SSE client is listening.
-HOLD_QUEUE = f"bench-hold-{os.getpid()}"
-RUN_QUEUE = f"bench-run-{os.getpid()}"
-os.environ["CELERY_QUEUE"] = HOLD_QUEUE
+HOLD_PREFIX = f"bench-hold-{os.getpid()}-"
+RUN_PREFIX = f"bench-run-{os.getpid()}-"
+RUN_QUEUE = f"{RUN_PREFIX}deployments"
+os.environ["CELERY_QUEUE_PREFIX"] = HOLD_PREFIX
 
 import django  # noqa: E402
 import httpx  # noqa: E402
@@ -272,7 +273,7 @@ def main() -> int:
             + ["--without-gossip", "--without-mingle", "--loglevel=WARNING", "-Q", RUN_QUEUE]
             + ["-n", f"bench-{os.getpid()}@%h"],
             cwd=ROOT,
-            env=child_env(CELERY_QUEUE=RUN_QUEUE),
+            env=child_env(CELERY_QUEUE_PREFIX=RUN_PREFIX),
         )
         procs.append(worker)
         wait_for_port(sim_port, sim)
@@ -336,10 +337,12 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         folder.cleanup()
-        # Messages the services enqueued for the hold queue nobody reads.
+        # Messages the services enqueued for the hold queues nobody reads.
         import redis
 
-        redis.Redis.from_url(settings.REDIS_URL).delete(HOLD_QUEUE)
+        from releasecenter.queues import QUEUES
+
+        redis.Redis.from_url(settings.REDIS_URL).delete(*(HOLD_PREFIX + q for q in QUEUES))
 
 
 if __name__ == "__main__":

@@ -24,3 +24,7 @@ class DeploymentsConfig(AppConfig):
         events.register_topic("deployment", topics.deployment_project_id)
         core_demo.register(jobs_demo.seed)
         overview.register("deployments", jobs_views.overview_panels)
+        # Deployments by status and the oldest queued one, on /metrics.
+        from . import metrics
+
+        metrics.register()

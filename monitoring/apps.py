@@ -36,6 +36,10 @@ class MonitoringConfig(AppConfig):
         overview.register("monitoring", selectors.overview_panels)
         demo.register(data.seed_demo)
         benchdata.register(data.seed_bench)
+        # Checks by state, on /metrics.
+        from . import metrics
+
+        metrics.register()
         try:
             from checklists import automation
         except ImportError:  # the checklists app predates automated items

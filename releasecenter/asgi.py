@@ -1,5 +1,6 @@
 """ASGI entry point: uvicorn serves pages, the API and the server-sent event streams."""
 
+import gc
 import os
 import sys
 
@@ -67,3 +68,11 @@ sys.setswitchinterval(_switch_interval())
 
 django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
 application = Handler()
+
+# What the process holds once started (Django, the apps, their modules: hundreds of thousands of
+# objects) lives as long as the process. Frozen, the garbage collector's full collections stop
+# walking it again and again; with a thousand open event streams they came often enough to hold
+# up an event's fan-out by a third of a second (bench/bench_streams.py). Workers do the same
+# (releasecenter.celery.prepare_worker_process). The collector stays on for everything else.
+gc.collect()
+gc.freeze()

@@ -2,9 +2,10 @@
 
 import gc
 import os
+import time
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import before_task_publish, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "releasecenter.settings")
 
@@ -27,3 +28,11 @@ def prepare_worker_process() -> None:
 @worker_process_init.connect
 def _on_worker_process_init(**_kwargs: object) -> None:
     prepare_worker_process()
+
+
+@before_task_publish.connect
+def _stamp_sent_at(headers: dict | None = None, **_kwargs: object) -> None:
+    # /metrics reports how long the oldest waiting job of each queue has waited
+    # (releasecenter.metrics); the message itself says when it was sent.
+    if headers is not None:
+        headers.setdefault("rc_sent_at", time.time())

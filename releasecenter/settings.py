@@ -317,8 +317,11 @@ else:
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
-# Tests run their worker on a queue of their own so no other worker on the machine takes their jobs.
-CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="celery")
+# Four queues, each with workers of its own (releasecenter/queues.py). Tests and benchmarks give
+# every queue a prefix of their own so no other worker on the machine takes their jobs.
+CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="")
+CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}default"
+CELERY_TASK_ROUTES = ("releasecenter.queues.route_task",)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -331,6 +334,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat runs exactly once: only the holder of a lease in Redis schedules (releasecenter/beat.py); a
+# second beat stands by and takes over within this many seconds of the first one's death.
+CELERY_BEAT_SCHEDULER = "releasecenter.beat:LeasedScheduler"
+BEAT_LEASE_SECONDS = env.float("BEAT_LEASE_SECONDS", default=30.0)
 # The beat schedule is code: each app contributes its entries in releasecenter/schedule.py.
 from releasecenter.schedule import BEAT_SCHEDULE as CELERY_BEAT_SCHEDULE  # noqa: E402, F401
 

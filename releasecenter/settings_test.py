@@ -15,8 +15,10 @@ os.environ.setdefault("LOG_JSON", "0")
 # Concurrency tests run 20 threads in the test process beside its own connection; each thread
 # holds a pooled connection while it works, so the pool needs room for all of them.
 os.environ.setdefault("DATABASE_POOL_MAX", "40")
-# One queue per test run: a worker the suite starts takes only this run's jobs.
-os.environ.setdefault("CELERY_QUEUE", f"test-{os.getpid()}")
+# Queues of this test run alone: a worker the suite starts takes only this run's jobs.
+os.environ.setdefault("CELERY_QUEUE_PREFIX", f"test-{os.getpid()}-")
+# Redis channels are shared by every database number: wake-ups of this run only.
+os.environ.setdefault("EVENTS_CHANNEL_PREFIX", f"test-{os.getpid()}:events:")
 os.environ.setdefault(
     "RELEASECENTER_VAR_DIR", os.path.join(os.path.dirname(__file__), "..", "var", "test")
 )

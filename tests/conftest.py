@@ -237,12 +237,15 @@ def web_server(start_web) -> WebServer:  # noqa: ANN001
 
 @pytest.fixture
 def celery_worker(transactional_db) -> Iterator[subprocess.Popen]:  # noqa: ANN001
-    """A real Celery worker process on this run's queue, against the test database and Redis."""
+    """A real Celery worker process on all of this run's queues, against the test database and
+    Redis."""
+    from releasecenter.queues import all_queue_names
+
     proc = subprocess.Popen(
         [
             *WORKER_COMMAND,
             "-Q",
-            settings.CELERY_TASK_DEFAULT_QUEUE,
+            ",".join(all_queue_names()),
             "-n",
             f"test-{os.getpid()}@%h",
         ],
@@ -370,17 +373,21 @@ def start_sim() -> Iterator:
 
 @pytest.fixture
 def start_worker(transactional_db) -> Iterator:  # noqa: ANN001
-    """Start real Celery workers on this run's queue, each with environment overrides (e.g. a
+    """Start real Celery workers on this run's queues, each with environment overrides (e.g. a
     short DEPLOYMENT_HEARTBEAT_TTL_SECONDS). Tests may kill them; the rest stop at teardown."""
     started: list[subprocess.Popen] = []
 
-    def start(**env_overrides: str) -> subprocess.Popen:
+    from releasecenter.queues import all_queue_names, queue_name
+
+    def start(*, queues: tuple[str, ...] = (), **env_overrides: str) -> subprocess.Popen:
+        """queues: the kinds this worker takes (releasecenter.queues.QUEUES); all by default."""
+        names = [queue_name(kind) for kind in queues] or all_queue_names()
         proc = subprocess.Popen(
             [
                 *WORKER_COMMAND,
                 "--without-heartbeat",
                 "-Q",
-                settings.CELERY_TASK_DEFAULT_QUEUE,
+                ",".join(names),
                 "-n",
                 f"test-{os.getpid()}-{len(started)}@%h",
             ],
