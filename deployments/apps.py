@@ -24,3 +24,9 @@ class DeploymentsConfig(AppConfig):
         events.register_topic("deployment", topics.deployment_project_id)
         core_demo.register(jobs_demo.seed)
         overview.register("deployments", jobs_views.overview_panels)
+        # Incidents (in monitoring) see deployments, their steps and rollbacks through this.
+        from releasecenter import incident_hooks
+
+        from .incident_source import DeploymentIncidentSource
+
+        incident_hooks.register("deployments", DeploymentIncidentSource())

@@ -40,6 +40,11 @@ class MonitoringConfig(AppConfig):
         checks.register(_check_retention)
         events.register_topic("check", _check_project)
         events.register_topic("incident", _incident_project)
+        from releasecenter import incident_hooks
+
+        from .incidents.timeline import CheckSource
+
+        incident_hooks.register("monitoring", CheckSource())
         overview.register("monitoring", selectors.overview_panels)
         demo.register(data.seed_demo)
         benchdata.register(data.seed_bench)

@@ -5,4 +5,5 @@ from . import views
 urlpatterns = [
     path("incidents/", views.incident_list, name="incident-list"),
     path("incidents/<int:number>/", views.incident_detail, name="incident-detail"),
+    path("incidents/<int:number>/postmortem/", views.incident_detail, name="incident-postmortem"),
 ]
