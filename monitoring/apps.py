@@ -45,6 +45,10 @@ class MonitoringConfig(AppConfig):
         from .incidents.timeline import CheckSource
 
         incident_hooks.register("monitoring", CheckSource())
+        from .incidents import auto
+
+        # A check turning critical opens or suggests an incident, per the environment's policy.
+        events.listen("project", auto.on_project_event)
         overview.register("monitoring", selectors.overview_panels)
         demo.register(data.seed_demo)
         benchdata.register(data.seed_bench)
