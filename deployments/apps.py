@@ -27,6 +27,8 @@ class DeploymentsConfig(AppConfig):
         # Incidents (in monitoring) see deployments, their steps and rollbacks through this.
         from releasecenter import incident_hooks
 
-        from .incident_source import DeploymentIncidentSource
+        from .incident_source import DeploymentIncidentSource, on_deployment_event
 
         incident_hooks.register("deployments", DeploymentIncidentSource())
+        # A failed verification or an automatic rollback opens or suggests an incident.
+        events.listen("deployment", on_deployment_event)

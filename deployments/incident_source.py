@@ -438,3 +438,51 @@ class DeploymentIncidentSource(IncidentSource):
             else:
                 lines.append(f"Left open: “{text}”")
         return lines
+
+
+def on_deployment_event(event: Any) -> None:
+    """After commit of a deployment's event: a deployment whose verification failed, or that is
+    being rolled back automatically, opens or suggests an incident in its environment (per the
+    environment's policy, one open incident per deployment)."""
+    if event.verb != "deployment.status_changed":
+        return
+    status = (event.after or {}).get("status")
+    if status not in (D.FAILED, D.ROLLING_BACK):
+        return
+    deployment = (
+        Deployment.objects.filter(pk=event.object_id, kind=Deployment.Kind.DEPLOY)
+        .select_related("environment__project", "project")
+        .first()
+    )
+    if deployment is None:
+        return
+    verify_failed = DeploymentStep.objects.filter(
+        deployment=deployment, kind=DeploymentStep.Kind.VERIFY, status=STEP.FAILED
+    ).exists()
+    automatic = status == D.ROLLING_BACK and event.actor_id is None
+    if not (verify_failed or automatic):
+        return
+    title = deployment_title(deployment)
+    what = "failed verification" if verify_failed else "failed"
+    if automatic:
+        what += " and is being rolled back automatically"
+    reason = (event.after or {}).get("reason") or ""
+    from monitoring.incidents import auto
+
+    service_ids = list(
+        DeploymentStep.objects.filter(
+            deployment=deployment, status=STEP.FAILED, service_id__isnull=False
+        ).values_list("service_id", flat=True)
+    )
+    auto.report(
+        deployment.environment,
+        cause=f"deployment:{deployment.pk}",
+        title=f"{title} {what}"[:200],
+        text=f"{title} {what}" + (f": {reason}" if reason else ""),
+        subject={
+            "type": "deployment",
+            "id": str(deployment.pk),
+            "url": _url(deployment, deployment.project.slug),
+        },
+        services_ids=service_ids,
+    )
