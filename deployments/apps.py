@@ -32,3 +32,6 @@ class DeploymentsConfig(AppConfig):
         incident_hooks.register("deployments", DeploymentIncidentSource())
         # A failed verification or an automatic rollback opens or suggests an incident.
         events.listen("deployment", on_deployment_event)
+        from . import incident_demo
+
+        core_demo.register(incident_demo.seed)

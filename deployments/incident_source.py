@@ -151,7 +151,17 @@ class DeploymentIncidentSource(IncidentSource):
                 moments = [(d.created_at, f"{title} requested{who}", "requested")]
                 if d.started_at:
                     moments.append((d.started_at, f"{title} started", "started"))
-                if d.finished_at:
+                undone_later = (
+                    d.status in (D.ROLLED_BACK, D.ROLLING_BACK)
+                    and d.finished_at is not None
+                    and d.status_changed_at > d.finished_at + timedelta(minutes=1)
+                )
+                if undone_later:
+                    # Finished first, rolled back by someone later: two moments.
+                    moments.append((d.finished_at, f"{title} finished", "finished"))
+                    outcome = "rolled back" if d.status == D.ROLLED_BACK else "is rolling back"
+                    moments.append((d.status_changed_at, f"{title} {outcome}", "undone"))
+                elif d.finished_at:
                     moments.append(
                         (d.finished_at, f"{title} {_outcome(d, d.pk in failed_verify)}", "finished")
                     )

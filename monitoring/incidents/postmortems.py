@@ -65,7 +65,7 @@ def _record(incident: Incident) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def prefill(incident: Incident) -> Postmortem:
+def prefill(incident: Incident, *, announce: bool = True) -> Postmortem:
     """Create the postmortem (or rewrite its record) from what happened. Called by
     change_status inside its transaction when the incident is resolved."""
     envs = ", ".join(incident.environments.values_list("name", flat=True))
@@ -84,6 +84,8 @@ def prefill(incident: Incident) -> Postmortem:
     postmortem.record = _record(incident)
     postmortem.updated_at = timezone.now()
     postmortem.save()
+    if not announce:
+        return postmortem
     TimelineEntry.objects.create(
         incident=incident,
         kind=TimelineEntry.Kind.POSTMORTEM,
