@@ -49,7 +49,18 @@ class MonitoringConfig(AppConfig):
 
         # A check turning critical opens or suggests an incident, per the environment's policy.
         events.listen("project", auto.on_project_event)
+        from releasecenter import subjects
+
+        from . import subjects as monitoring_subjects
+
+        # Feed lines that name the check, target, incident or postmortem and link to it.
+        subjects.register(
+            ["check", "target", "incident", "postmortem"], monitoring_subjects.describe_events
+        )
         overview.register("monitoring", selectors.overview_panels)
+        from .incidents import selectors as incident_selectors
+
+        overview.register("incidents", incident_selectors.overview_panels)
         demo.register(data.seed_demo)
         benchdata.register(data.seed_bench)
         try:

@@ -19,6 +19,7 @@ from releasecenter.models import Membership
 from . import postmortems, selectors, services, timeline
 from .models import SEVERITIES, Incident, TimelineEntry
 
+SEVERITY_HELP = '"P0" (worst) to "P4".'
 STATUS_HELP = '"investigating", "identified", "monitoring", "resolved" or "closed".'
 
 
@@ -56,6 +57,8 @@ class SuspectSerializer(serializers.Serializer):
 
 class IncidentSerializer(serializers.ModelSerializer):
     reference = serializers.CharField(read_only=True, help_text="INC-<number>, per project.")
+    # Plain strings rather than enums: other apps' "severity" fields would collide in the schema.
+    severity = serializers.CharField(read_only=True, help_text=SEVERITY_HELP)
     status = serializers.CharField(read_only=True, help_text=STATUS_HELP)
     allowed_statuses = serializers.ListField(
         child=serializers.CharField(), source="allowed_moves", read_only=True
@@ -125,7 +128,7 @@ class NewIncidentSerializer(serializers.Serializer):
     # Lengths, NUL bytes and names are the service's to check, so the messages are the same
     # for the page and the API.
     title = serializers.CharField(allow_blank=True, trim_whitespace=False)
-    severity = serializers.ChoiceField(choices=SEVERITIES)
+    severity = serializers.CharField(help_text=SEVERITY_HELP)
     environments = serializers.ListField(child=serializers.CharField(), allow_empty=True)
     services = serializers.ListField(child=serializers.CharField(), required=False, default=list)
     summary = serializers.CharField(required=False, allow_blank=True, default="")
@@ -140,7 +143,7 @@ class IncidentChangeSerializer(serializers.Serializer):
     )
     title = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     summary = serializers.CharField(required=False, allow_blank=True)
-    severity = serializers.ChoiceField(choices=SEVERITIES, required=False)
+    severity = serializers.CharField(required=False, help_text=SEVERITY_HELP)
     started_at = serializers.DateTimeField(required=False)
     commander = serializers.CharField(required=False, allow_null=True)
     environments = serializers.ListField(child=serializers.CharField(), required=False)
@@ -171,12 +174,14 @@ class TimelineItemSerializer(serializers.Serializer):
 
 
 class NewEntrySerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=[str(k) for k in TimelineEntry.PERSON_KINDS])
+    kind = serializers.CharField(
+        help_text=", ".join(f'"{k}"' for k in TimelineEntry.PERSON_KINDS) + "."
+    )
     text = serializers.CharField(allow_blank=True)
     occurred_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
 
-class RollbackSerializer(serializers.Serializer):
+class SuspectRollbackSerializer(serializers.Serializer):
     suspect = serializers.CharField(help_text='A suspect\'s id, e.g. "deployment:12".')
     reason = serializers.CharField(required=False, allow_blank=True, default="")
 
@@ -357,10 +362,10 @@ class IncidentTimeline(APIView):
 
 
 class IncidentRollback(APIView):
-    @extend_schema(request=RollbackSerializer, responses={202: OpenApiTypes.OBJECT})
+    @extend_schema(request=SuspectRollbackSerializer, responses={202: OpenApiTypes.OBJECT})
     def post(self, request: Any, pk: int) -> Response:
         incident, membership = _incident(request, pk)
-        serializer = RollbackSerializer(data=request.data)
+        serializer = SuspectRollbackSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         url = services.roll_back_suspect(
             request.user, membership, incident, **serializer.validated_data

@@ -89,3 +89,34 @@ def suspects(incident: Incident) -> list[incident_hooks.Suspect]:
     return incident_hooks.suspects(
         incident.project_id, environment_ids(incident), incident.started_at, incident.started_at
     )
+
+
+def overview_panels(project, environments: list) -> dict[int, dict]:  # noqa: ANN001
+    """For the project overview: open incidents per environment and overdue postmortem action
+    items (listed under the first environment of their incident). Three queries."""
+    from django.db.models import Min
+
+    from .models import ActionItem
+
+    panels: dict[int, dict] = {}
+    open_rows = Incident.objects.open().filter(project=project).order_by("severity", "-started_at")
+    through = Incident.environments.through.objects.filter(incident__in=open_rows)
+    by_incident: dict[int, list[int]] = {}
+    for incident_id, env_id in through.values_list("incident_id", "environment_id"):
+        by_incident.setdefault(incident_id, []).append(env_id)
+    for incident in open_rows.filter(pk__in=list(by_incident))[:50]:
+        for env_id in by_incident[incident.pk]:
+            panels.setdefault(env_id, {}).setdefault("open_incidents", []).append(incident)
+    today = timezone.localdate()
+    overdue = (
+        ActionItem.objects.filter(
+            postmortem__incident__project=project, done_at__isnull=True, due_date__lt=today
+        )
+        .select_related("owner", "postmortem__incident")
+        .annotate(env_id=Min("postmortem__incident__environments"))
+        .order_by("due_date", "id")[:20]
+    )
+    for item in overdue:
+        if item.env_id is not None:
+            panels.setdefault(item.env_id, {}).setdefault("overdue_actions", []).append(item)
+    return panels

@@ -294,7 +294,14 @@ def _publish(
         "reference": incident.reference,
         "title": incident.title,
         "url": incident_url(incident),
-        "text": f"{incident.reference} {incident.title}: {entry.text}" if entry else "",
+        # A feed line that names the incident: system entries already start with it.
+        "text": (
+            entry.text
+            if entry and entry.text.startswith(incident.reference)
+            else f"{incident.reference} {incident.title}: {entry.text}"
+            if entry
+            else ""
+        ),
         "entry_id": entry.pk if entry else None,
         "version": incident.version,
     }

@@ -178,3 +178,36 @@ def test_severity_policy_admin_only(client, personas) -> None:  # noqa: ANN001
     incident = open_incident(personas)
     assert incident.acknowledge_due_at - incident.started_at == timedelta(minutes=5)
     assert incident.started_at <= timezone.now()
+
+
+def test_overview_lists_open_incidents_and_overdue_actions(client, personas) -> None:  # noqa: ANN001
+    from monitoring.incidents import postmortems
+
+    incident = open_incident(personas)
+    m = personas.membership(personas.member)
+    done = open_incident(personas, title="Old one", severity="P3")
+    done = services.change_status(personas.member, m, done, "resolved", "fixed")
+    late = postmortems.add_action_item(
+        personas.member,
+        m,
+        done.postmortem,
+        text="Alert on queue depth",
+        owner="mia-member",
+        due_date=(timezone.localdate() - timedelta(days=2)).isoformat(),
+    )
+    postmortems.add_action_item(
+        personas.member,
+        m,
+        done.postmortem,
+        text="Later",
+        due_date=timezone.localdate() + timedelta(days=3),
+    )
+    client.force_login(personas.viewer)
+    html = client.get("/p/shop/").content.decode()
+    assert f"P1 {incident.reference} Checkout down" in html
+    section = html[html.index("data-overdue-actions") :]
+    section = section[: section.index("</article>")]
+    assert "1 overdue postmortem action item" in section and late.text in section
+    assert "Later" not in section
+    postmortems.complete_action_item(personas.member, m, late)
+    assert "overdue postmortem" not in client.get("/p/shop/").content.decode()
