@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 
 from releasecenter import incident_hooks
 from releasecenter.incident_hooks import Subject, SystemEntry
@@ -22,7 +24,7 @@ from releasecenter.models import AuditEvent, Project
 from .models import Incident, TimelineEntry
 
 LOOKBACK = timedelta(hours=1)
-WINDOW = 200
+WINDOW = 100
 
 PERSON_KINDS = {k.value: k.label for k in TimelineEntry.PERSON_KINDS}
 INCIDENT_KINDS = {k.value: k.label for k in TimelineEntry.Kind if k.value not in PERSON_KINDS}
@@ -201,12 +203,15 @@ class CheckSource(incident_hooks.IncidentSource):
             rows = rows.filter(created_at__lt=before)
         slug = Project.objects.filter(pk=project_id).values_list("slug", flat=True).first()
         entries = []
+        urls: dict[str, str] = {}
         for event in rows.order_by("-created_at")[:limit]:
             data = event.data or {}
-            check_id = data.get("check_id") or event.object_id
+            check_id = str(data.get("check_id") or event.object_id)
             label = "Smoke suite" if data.get("kind") == "suite" else "Check"
             summary = f": {data['summary']}" if data.get("summary") else ""
-            url = reverse("check-detail", args=[slug, check_id]) if check_id else ""
+            if check_id not in urls:
+                urls[check_id] = reverse("check-detail", args=[slug, check_id])
+            url = urls[check_id]
             entries.append(
                 SystemEntry(
                     occurred_at=event.created_at,
@@ -219,3 +224,122 @@ class CheckSource(incident_hooks.IncidentSource):
                 )
             )
         return entries
+
+
+# --- Rendering ---------------------------------------------------------------------------------
+
+
+def render_items(
+    items: list[Item],
+    *,
+    edit_url_prefix: str = "",
+    csrf_token: str = "",
+    user_id: int | None = None,
+) -> SafeString:
+    """The timeline's list items, formatted here once: a window holds up to WINDOW entries,
+    and through template tags and filters they were most of the page's time."""
+    from django.utils import timezone as tz
+
+    from monitoring.templatetags.incidents import render_markdown_cached
+
+    parts = []
+    for item in items:
+        when = tz.localtime(item.occurred_at)
+        if item.source == "person":
+            body = format_html(
+                '<strong>{}</strong>: <span class="text">{}</span>{}',
+                item.author or "someone",
+                mark_safe(render_markdown_cached(item.text)),  # noqa: S308 - markdown-it + nh3
+                mark_safe(' <small class="muted">(edited)</small>') if item.edited else "",
+            )
+        else:
+            body = format_html('<span class="text">{}</span>', item.text)
+        subject = ""
+        if item.subject and item.subject.get("url"):
+            subject = format_html(
+                ' <a href="{}" class="subject">{} {}</a>',
+                item.subject["url"],
+                item.subject["type"],
+                item.subject["id"],
+            )
+        edit = ""
+        if (
+            edit_url_prefix
+            and item.source == "person"
+            and item.entry_id
+            and item.author_id == user_id
+        ):
+            edit = format_html(
+                '<details class="inline-details"><summary>edit</summary>'
+                '<form method="post" action="{}{}/edit/">'
+                '<input type="hidden" name="csrfmiddlewaretoken" value="{}">'
+                '<textarea name="text" rows="2" required>{}</textarea>'
+                '<button type="submit" class="small">Save</button></form></details>',
+                edit_url_prefix,
+                item.entry_id,
+                csrf_token,
+                item.text,
+            )
+        parts.append(
+            format_html(
+                '<li class="entry source-{} kind-{}" data-kind="{}"><time datetime="{}">{}</time> '
+                '<span class="badge kind">{}</span> {}{}{}</li>',
+                item.source,
+                item.kind,
+                item.kind,
+                item.occurred_at.isoformat(),
+                when.strftime("%m-%d %H:%M:%S"),
+                item.kind_label,
+                body,
+                subject,
+                edit,
+            )
+        )
+    return mark_safe("".join(parts))  # noqa: S308 - every part built with format_html
+
+
+def render_suspects(suspects: list, *, rollback_url: str = "", csrf_token: str = "") -> SafeString:
+    """The suspect deployments' list items (up to 50 on a page), formatted here once."""
+    from django.utils import timezone as tz
+
+    from monitoring.templatetags.incidents import ago
+
+    parts = []
+    for s in suspects:
+        changes = format_html_join(
+            " ", "<code>{} {} → {}</code>", ((c.service, c.before, c.after) for c in s.changes)
+        )
+        action = ""
+        if rollback_url and s.can_roll_back:
+            action = format_html(
+                '<form method="post" action="{}" class="inline" data-confirm="Roll back {}?">'
+                '<input type="hidden" name="csrfmiddlewaretoken" value="{}">'
+                '<input type="hidden" name="suspect" value="{}">'
+                '<button type="submit" class="danger" data-action="rollback">Roll back</button>'
+                "</form>",
+                rollback_url,
+                s.title,
+                csrf_token,
+                s.id,
+            )
+        elif s.rollback_blocked_reason:
+            action = format_html(
+                '<small class="muted">No rollback: {}.</small>', s.rollback_blocked_reason
+            )
+        parts.append(
+            format_html(
+                '<li class="suspect{}" data-suspect="{}"><div><a href="{}"><strong>{}</strong></a> '
+                '<span class="badge">{}</span> <span class="muted">{} ({})</span></div>'
+                "{}{}</li>",
+                " rolled-back" if s.rolled_back else "",
+                s.id,
+                s.url,
+                s.title,
+                s.status,
+                tz.localtime(s.at).strftime("%Y-%m-%d %H:%M"),
+                ago(s.at),
+                format_html('<div class="changes">{}</div>', changes) if s.changes else "",
+                action,
+            )
+        )
+    return mark_safe("".join(parts))  # noqa: S308 - every part built with format_html

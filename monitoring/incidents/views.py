@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -186,14 +187,33 @@ def _live_context(request, incident: Incident, membership: Membership) -> dict[s
         incident, environment_ids=env_ids, before=_before(request), kinds=kinds
     )
     can_write = membership.has_role(Membership.Role.ENGINEER)
+    writable = can_write and incident.status != Incident.Status.CLOSED
+    suspects = incident_hooks.suspects(
+        incident.project_id, env_ids, incident.started_at, incident.started_at
+    )
+    edit_prefix = ""
+    if writable:
+        edit_prefix = reverse("incident-detail", args=[incident.project.slug, incident.number])
+        edit_prefix += "entries/"
     return {
+        "items_html": timeline.render_items(
+            items,
+            edit_url_prefix=edit_prefix,
+            csrf_token=get_token(request) if writable else "",
+            user_id=request.user.pk,
+        ),
         "project": incident.project,
         "incident": incident,
         "membership": membership,
         "can_write": can_write and incident.status != Incident.Status.CLOSED,
         "clocks": selectors.clocks(incident),
-        "suspects": incident_hooks.suspects(
-            incident.project_id, env_ids, incident.started_at, incident.started_at
+        "suspects": suspects,
+        "suspects_html": timeline.render_suspects(
+            suspects,
+            rollback_url=reverse("incident-rollback", args=[incident.project.slug, incident.number])
+            if writable
+            else "",
+            csrf_token=get_token(request) if writable else "",
         ),
         "items": items,
         "older_before": items[0].occurred_at.isoformat() if more and items else "",

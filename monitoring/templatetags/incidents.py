@@ -7,6 +7,7 @@ markdown-it with ``html`` off escapes tags, nh3 drops unsafe link schemes and at
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
 import nh3
 from django import template
@@ -21,6 +22,12 @@ _MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 def render_markdown(text: str) -> str:
     return nh3.clean(_MARKDOWN.render(text or ""))
+
+
+@lru_cache(maxsize=8192)
+def render_markdown_cached(text: str) -> str:
+    """Timeline entries repeat from one refresh of the page to the next."""
+    return render_markdown(text)
 
 
 @register.filter
