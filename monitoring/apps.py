@@ -20,6 +20,12 @@ def _check_retention(app_configs: object = None, **kwargs: object) -> list[check
     return []
 
 
+def _incident_project(incident_id: str) -> int | None:
+    from .models import Incident
+
+    return Incident.objects.filter(pk=incident_id).values_list("project_id", flat=True).first()
+
+
 class MonitoringConfig(AppConfig):
     name = "monitoring"
     verbose_name = "Monitoring"
@@ -33,7 +39,28 @@ class MonitoringConfig(AppConfig):
         # Live pages of a check follow "check:<id>"; the stream asks this which project it is.
         checks.register(_check_retention)
         events.register_topic("check", _check_project)
+        events.register_topic("incident", _incident_project)
+        from releasecenter import incident_hooks
+
+        from .incidents.timeline import CheckSource
+
+        incident_hooks.register("monitoring", CheckSource())
+        from .incidents import auto
+
+        # A check turning critical opens or suggests an incident, per the environment's policy.
+        events.listen("project", auto.on_project_event)
+        from releasecenter import subjects
+
+        from . import subjects as monitoring_subjects
+
+        # Feed lines that name the check, target, incident or postmortem and link to it.
+        subjects.register(
+            ["check", "target", "incident", "postmortem"], monitoring_subjects.describe_events
+        )
         overview.register("monitoring", selectors.overview_panels)
+        from .incidents import selectors as incident_selectors
+
+        overview.register("incidents", incident_selectors.overview_panels)
         demo.register(data.seed_demo)
         benchdata.register(data.seed_bench)
         # Checks by state, on /metrics.

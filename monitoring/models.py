@@ -443,3 +443,7 @@ class Notification(models.Model):
 
 def new_token() -> uuid.UUID:
     return uuid.uuid4()
+
+
+# Incident response lives in its own module; importing it here registers its models.
+from .incidents.models import *  # noqa: E402, F403

@@ -1,6 +1,4 @@
-from django.urls import path
-
-from releasecenter.views_common import section_placeholder
+from django.urls import include, path
 
 from . import views
 
@@ -24,6 +22,5 @@ urlpatterns = [
         views.target_delete,
         name="target-delete",
     ),
-    # Incidents are another issue's work; until then the section is an honest empty state.
-    path("incidents/", section_placeholder, {"section": "Incidents"}, name="incident-list"),
+    path("", include("monitoring.incidents.urls")),
 ]
