@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import api
 
@@ -16,4 +16,5 @@ urlpatterns = [
     path("suites/<int:pk>/", api.SuiteDetail.as_view(), name="api-suite"),
     path("suites/<int:pk>/run", api.RunSuite.as_view(), name="api-suite-run"),
     path("suites/<int:pk>/results/", api.SuiteResults.as_view(), name="api-suite-results"),
+    path("", include("monitoring.oncall.api_urls")),
 ]

@@ -35,6 +35,9 @@ class MonitoringConfig(AppConfig):
         events.register_topic("check", _check_project)
         overview.register("monitoring", selectors.overview_panels)
         demo.register(data.seed_demo)
+        # On-call: its tasks live beside it, so the worker must import them to know them.
+        from .oncall import tasks as _oncall_tasks  # noqa: F401
+
         benchdata.register(data.seed_bench)
         try:
             from checklists import automation

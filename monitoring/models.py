@@ -443,3 +443,18 @@ class Notification(models.Model):
 
 def new_token() -> uuid.UUID:
     return uuid.uuid4()
+
+
+# On-call, channels and the status page live in their own module; imported here so that the
+# app's migrations and admin find them.
+from .oncall.models import (  # noqa: E402, F401
+    ChannelMessage,
+    DeliveryAttempt,
+    NotificationChannel,
+    Schedule,
+    ScheduleMember,
+    ScheduleOverride,
+    StatusDay,
+    StatusGroup,
+    StatusPage,
+)

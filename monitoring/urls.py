@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from releasecenter.views_common import section_placeholder
 
@@ -24,6 +24,7 @@ urlpatterns = [
         views.target_delete,
         name="target-delete",
     ),
+    path("oncall/", include("monitoring.oncall.urls")),
     # Incidents are another issue's work; until then the section is an honest empty state.
     path("incidents/", section_placeholder, {"section": "Incidents"}, name="incident-list"),
 ]

@@ -38,4 +38,9 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "task": "deployments.tasks.reap_deployments",
         "schedule": 15.0,
     },
+    # On-call: the public status pages' day bars (today and yesterday) from the daily rollups.
+    "oncall-refresh-status-days": {
+        "task": "monitoring.oncall.tasks.refresh_status_days",
+        "schedule": 300.0,
+    },
 }

@@ -1,0 +1,161 @@
+"""REST API of on-call: schedules, who is on call, notification channels. Thin: serializers
+check shapes, services validate and write. Outsiders get 404 (releasecenter.access)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from releasecenter.access import project_for
+from releasecenter.models import Membership
+
+from . import channels, schedules
+from .models import NotificationChannel, Schedule
+
+# --- Schedules ---------------------------------------------------------------------------------
+
+
+class ScheduleSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(max_length=80)
+    time_zone = serializers.CharField(max_length=64, help_text="IANA name, e.g. Europe/Berlin.")
+    rotation = serializers.CharField(help_text='"daily" or "weekly".')
+    handoff = serializers.CharField(help_text='Local time of the handoff, e.g. "09:00".')
+    handoff_weekday = serializers.IntegerField(
+        required=False, default=0, help_text="Weekly rotations: 0 (Monday) to 6 (Sunday)."
+    )
+    members = serializers.ListField(child=serializers.CharField(), help_text="Usernames, in order.")
+
+    def to_representation(self, schedule: Schedule) -> dict[str, Any]:
+        return {
+            "id": schedule.pk,
+            "name": schedule.name,
+            "time_zone": schedule.time_zone,
+            "rotation": schedule.rotation,
+            "handoff": schedule.handoff.strftime("%H:%M"),
+            "handoff_weekday": schedule.handoff_weekday,
+            "members": [m.user.username for m in schedule.members.all()],
+        }
+
+
+class ScheduleList(APIView):
+    @extend_schema(responses={200: ScheduleSerializer(many=True)})
+    def get(self, request, slug: str):  # noqa: ANN001, ANN201
+        project, _ = project_for(request.user, slug)
+        rows = Schedule.objects.filter(project=project).prefetch_related("members__user")
+        return Response(ScheduleSerializer(rows, many=True).data)
+
+    @extend_schema(request=ScheduleSerializer, responses={201: ScheduleSerializer})
+    def post(self, request, slug: str):  # noqa: ANN001, ANN201
+        _project, membership = project_for(request.user, slug, Membership.Role.LEAD)
+        serializer = ScheduleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        schedule = schedules.create_schedule(request.user, membership, **serializer.validated_data)
+        return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
+
+
+OnCallSerializer = inline_serializer(
+    "OnCall",
+    {
+        "schedules": serializers.ListField(
+            child=inline_serializer(
+                "OnCallEntry",
+                {
+                    "name": serializers.CharField(),
+                    "on_call": serializers.CharField(allow_null=True),
+                    "until": serializers.DateTimeField(allow_null=True),
+                    "override": serializers.BooleanField(),
+                },
+            )
+        )
+    },
+)
+
+
+class OnCallNow(APIView):
+    @extend_schema(responses={200: OnCallSerializer})
+    def get(self, request, slug: str):  # noqa: ANN001, ANN201
+        project, _ = project_for(request.user, slug)
+        return Response(
+            {
+                "schedules": [
+                    {
+                        "name": entry.schedule.name,
+                        "on_call": entry.user.username if entry.user else None,
+                        "until": entry.until.isoformat() if entry.until else None,
+                        "override": entry.override,
+                    }
+                    for entry in schedules.project_on_call(project)
+                ]
+            }
+        )
+
+
+# --- Channels ----------------------------------------------------------------------------------
+
+
+class ChannelSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(max_length=80)
+    kind = serializers.CharField(help_text='"webhook", "slack" or "email".')
+    url = serializers.CharField(
+        required=False, allow_blank=True, write_only=True, help_text="Never shown back."
+    )
+    secret = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        help_text="Webhook signing secret; generated and shown once when omitted.",
+    )
+    emails = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    address_environment = serializers.CharField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The environment whose address allow-list the URL may use.",
+    )
+    url_set = serializers.BooleanField(read_only=True)
+    health = serializers.CharField(read_only=True, help_text='"unknown", "ok" or "failing".')
+    last_error = serializers.CharField(read_only=True)
+
+    def to_representation(self, channel: NotificationChannel) -> dict[str, Any]:
+        return {
+            "id": channel.pk,
+            "name": channel.name,
+            "kind": channel.kind,
+            "emails": channel.email_list(),
+            "address_environment": channel.address_environment.name
+            if channel.address_environment_id
+            else None,
+            "url_set": bool(channel.url),
+            "health": channel.health,
+            "last_error": channel.last_error,
+        }
+
+
+class ChannelList(APIView):
+    @extend_schema(responses={200: ChannelSerializer(many=True)})
+    def get(self, request, slug: str):  # noqa: ANN001, ANN201
+        project, _ = project_for(request.user, slug)
+        rows = NotificationChannel.objects.filter(project=project).select_related(
+            "address_environment"
+        )
+        return Response(ChannelSerializer(rows, many=True).data)
+
+    @extend_schema(request=ChannelSerializer, responses={201: ChannelSerializer})
+    def post(self, request, slug: str):  # noqa: ANN001, ANN201
+        _project, membership = project_for(request.user, slug, Membership.Role.LEAD)
+        serializer = ChannelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        channel, generated = channels.create_channel(
+            request.user, membership, **serializer.validated_data
+        )
+        body = ChannelSerializer(channel).data
+        if generated:
+            # The one time it is shown: the receiver needs it to check signatures.
+            body["generated_secret"] = generated
+        return Response(body, status=status.HTTP_201_CREATED)

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path("projects/<slug:slug>/schedules/", api.ScheduleList.as_view(), name="api-schedules"),
+    path("projects/<slug:slug>/oncall/", api.OnCallNow.as_view(), name="api-oncall"),
+    path(
+        "projects/<slug:slug>/notification-channels/",
+        api.ChannelList.as_view(),
+        name="api-notification-channels",
+    ),
+]
