@@ -20,6 +20,12 @@ def _check_retention(app_configs: object = None, **kwargs: object) -> list[check
     return []
 
 
+def _incident_project(incident_id: str) -> int | None:
+    from .models import Incident
+
+    return Incident.objects.filter(pk=incident_id).values_list("project_id", flat=True).first()
+
+
 class MonitoringConfig(AppConfig):
     name = "monitoring"
     verbose_name = "Monitoring"
@@ -33,6 +39,7 @@ class MonitoringConfig(AppConfig):
         # Live pages of a check follow "check:<id>"; the stream asks this which project it is.
         checks.register(_check_retention)
         events.register_topic("check", _check_project)
+        events.register_topic("incident", _incident_project)
         overview.register("monitoring", selectors.overview_panels)
         demo.register(data.seed_demo)
         # On-call: its tasks live beside it, so the worker must import them to know them.

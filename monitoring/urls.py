@@ -1,7 +1,5 @@
 from django.urls import include, path
 
-from releasecenter.views_common import section_placeholder
-
 from . import views
 
 urlpatterns = [
@@ -24,7 +22,6 @@ urlpatterns = [
         views.target_delete,
         name="target-delete",
     ),
+    path("", include("monitoring.incidents.urls")),
     path("oncall/", include("monitoring.oncall.urls")),
-    # Incidents are another issue's work; until then the section is an honest empty state.
-    path("incidents/", section_placeholder, {"section": "Incidents"}, name="incident-list"),
 ]

@@ -22,6 +22,8 @@ from django.utils import timezone
 from releasecenter.crypto import EncryptedTextField
 from releasecenter.models import Environment, Project, Service
 
+from ..incidents.models import Incident, Severity, TimelineEntry
+
 
 class Schedule(models.Model):
     class Rotation(models.TextChoices):
@@ -242,3 +244,81 @@ class StatusDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.group_id} {self.day} {self.state}"
+
+
+# --- Escalation ----------------------------------------------------------------------------------
+
+
+class EscalationLevel(models.Model):
+    """One step of a project's escalation policy for a severity: page this schedule's on-call
+    and/or these members, then wait ``wait_minutes`` before the next level may be paged (and
+    never before the severity's acknowledge SLA has run out)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="escalation_levels")
+    severity = models.CharField(max_length=2, choices=Severity.choices)
+    position = models.PositiveSmallIntegerField()
+    schedule = models.ForeignKey(
+        Schedule, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="+", blank=True)
+    wait_minutes = models.PositiveIntegerField(default=5)
+
+    class Meta:
+        ordering = ["project", "severity", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "severity", "position"], name="uniq_escalation_level"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.severity} level {self.position} of project {self.project_id}"
+
+
+class EscalationPage(models.Model):
+    """Level ``level`` of an incident's escalation was paged. The unique row is the claim: the
+    tick inserts it with ON CONFLICT DO NOTHING and pages only for the rows it inserted, so two
+    beats, a redelivered task or two workers never page the same level twice."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="pages")
+    level = models.PositiveSmallIntegerField()
+    paged_at = models.DateTimeField()
+    recipients = models.JSONField(default=list)
+    # The one-tap acknowledge link of this page works once.
+    link_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["incident", "level"]
+        constraints = [
+            models.UniqueConstraint(fields=["incident", "level"], name="uniq_page_per_level"),
+        ]
+
+    def __str__(self) -> str:
+        return f"level {self.level} of incident {self.incident_id}"
+
+
+# --- What the status page may show of incidents -------------------------------------------------
+
+
+class PublicIncident(models.Model):
+    """An incident marked public, with the title customers see (never its internal one)."""
+
+    incident = models.OneToOneField(Incident, on_delete=models.CASCADE, related_name="public")
+    title = models.CharField(max_length=200)
+    marked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    marked_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class PublicUpdate(models.Model):
+    """A timeline entry its author marked public: its text appears on the status page."""
+
+    entry = models.OneToOneField(TimelineEntry, on_delete=models.CASCADE, related_name="public")
+    marked_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"public entry {self.entry_id}"
