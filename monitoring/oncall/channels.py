@@ -160,7 +160,6 @@ def create_channel(
     generated = None
     email_text = ""
     if kind in (NotificationChannel.Kind.WEBHOOK, NotificationChannel.Kind.SLACK):
-        url = _check_url(url, environment)
         if kind == NotificationChannel.Kind.WEBHOOK:
             if not secret:
                 secret = generated = secrets.token_urlsafe(32)
@@ -168,6 +167,8 @@ def create_channel(
                 raise ValidationError({"secret": "A secret of 16 to 200 characters."})
         else:
             secret = ""
+        # Last: the guard may resolve a host name, so everything cheaper is checked first.
+        url = _check_url(url, environment)
     else:
         url, secret = "", ""
         addresses = emails.replace(",", "\n").split() if isinstance(emails, str) else emails
