@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -35,8 +35,9 @@ from releasecenter import events
 from releasecenter.access import require_role
 from releasecenter.models import Membership, Project
 
+from ..incidents.models import Incident, TimelineEntry
 from ..models import Check, CheckRollup
-from .models import StatusDay, StatusGroup, StatusPage
+from .models import PublicIncident, PublicUpdate, StatusDay, StatusGroup, StatusPage
 
 DAYS = 90
 CACHE_SECONDS = 10
@@ -48,17 +49,6 @@ LABELS = {
     StatusDay.State.OUTAGE: "Outage",
     StatusDay.State.NO_DATA: "No data",
 }
-
-# Public incidents come from the incidents part of the app through this hook (set in
-# AppConfig.ready), so the page does not depend on how incidents are stored:
-# provider(project, since) -> [{"title", "status", "severity", "started_at", "resolved_at",
-#                               "updates": [{"at", "text"}]}]
-_public_incidents: Callable[[Project, datetime], list[dict[str, Any]]] | None = None
-
-
-def register_public_incidents(provider: Callable[[Project, datetime], list[dict]]) -> None:
-    global _public_incidents  # noqa: PLW0603 - one provider, set once at start-up
-    _public_incidents = provider
 
 
 def cache_key(slug: str) -> str:
@@ -268,7 +258,7 @@ def page_context(page: StatusPage) -> dict[str, Any]:
         default=StatusDay.State.NO_DATA,
     )
     since = timezone.now() - timedelta(days=DAYS)
-    incidents = _public_incidents(page.project, since) if _public_incidents else []
+    incidents = public_incidents(page.project, since)
     return {
         "title": page.title or page.project.name,
         "groups": rows,
@@ -297,3 +287,81 @@ def render(slug: str) -> tuple[bytes, str] | None:
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     cache.set(key, (body, etag), CACHE_SECONDS)
     return body, etag
+
+
+# --- Public incidents ----------------------------------------------------------------------------
+
+
+def public_incidents(project: Project, since: datetime) -> list[dict[str, Any]]:
+    """Incidents marked public (open ones, and those of the window), each with its public title,
+    status, times and the updates their authors marked public. Nothing else of the incident."""
+    rows = list(
+        PublicIncident.objects.filter(incident__project=project)
+        .filter(Q(incident__started_at__gte=since) | Q(incident__status__in=Incident.OPEN_STATUSES))
+        .select_related("incident")
+        .order_by("-incident__started_at")[:50]
+    )
+    updates: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for incident_id, at, text in (
+        PublicUpdate.objects.filter(entry__incident__in=[r.incident_id for r in rows])
+        .order_by("-entry__occurred_at")
+        .values_list("entry__incident_id", "entry__occurred_at", "entry__text")
+    ):
+        updates[incident_id].append({"at": at, "text": text})
+    return [
+        {
+            "title": row.title,
+            "status": row.incident.get_status_display(),
+            "started_at": row.incident.started_at,
+            "resolved_at": row.incident.resolved_at,
+            "updates": updates[row.incident_id],
+        }
+        for row in rows
+    ]
+
+
+@transaction.atomic
+def publish_incident(
+    actor: Any, membership: Membership, incident: Incident, *, title: str
+) -> PublicIncident:
+    """Show an incident on the status page under a public title (leads decide what customers
+    read)."""
+    require_role(membership, Membership.Role.LEAD)
+    title = (title or "").strip() if isinstance(title, str) else ""
+    if not title or len(title) > 200 or "\x00" in title:
+        raise ValidationError({"title": "A public title of 1 to 200 characters."})
+    row, _ = PublicIncident.objects.update_or_create(
+        incident=incident, defaults={"title": title, "marked_by": actor}
+    )
+    events.publish(
+        incident.project.topic,
+        "oncall.incident_published",
+        project=incident.project_id,
+        actor=actor,
+        obj=incident,
+        after={"public_title": title},
+    )
+    slug = incident.project.slug
+    transaction.on_commit(lambda: invalidate(slug))
+    return row
+
+
+@transaction.atomic
+def mark_update_public(actor: Any, membership: Membership, entry: TimelineEntry) -> PublicUpdate:
+    """An update is private unless its author marks it public."""
+    require_role(membership, Membership.Role.ENGINEER)
+    if entry.source != TimelineEntry.Source.PERSON or entry.author_id != actor.pk:
+        raise PermissionDenied("Only its author can make an entry public.")
+    row, _ = PublicUpdate.objects.get_or_create(entry=entry)
+    incident = entry.incident
+    events.publish(
+        incident.project.topic,
+        "oncall.update_published",
+        project=incident.project_id,
+        actor=actor,
+        obj=entry,
+        after={"incident": incident.reference},
+    )
+    slug = incident.project.slug
+    transaction.on_commit(lambda: invalidate(slug))
+    return row
