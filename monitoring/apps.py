@@ -42,10 +42,12 @@ class MonitoringConfig(AppConfig):
         events.register_topic("incident", _incident_project)
         overview.register("monitoring", selectors.overview_panels)
         demo.register(data.seed_demo)
-        # On-call: its tasks live beside it, so the worker must import them to know them.
-        from .oncall import tasks as _oncall_tasks  # noqa: F401
-
         benchdata.register(data.seed_bench)
+        # On-call: its tasks live beside it (the worker must import them to know them); a new
+        # incident pages level 1 at once instead of at the next beat.
+        from .oncall import tasks as oncall_tasks
+
+        events.listen("incident", oncall_tasks.on_incident_event)
         try:
             from checklists import automation
         except ImportError:  # the checklists app predates automated items

@@ -63,6 +63,8 @@ if RELEASECENTER_ENCRYPTION_KEY:
 
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
+# Where people reach this site: links in pages sent by e-mail or webhook (acknowledge links).
+RELEASECENTER_URL = env.str("RELEASECENTER_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 # --- Applications ---------------------------------------------------------------------------------
 INSTALLED_APPS = [

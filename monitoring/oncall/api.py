@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from releasecenter.access import project_for
 from releasecenter.models import Membership
 
-from . import channels, schedules
+from . import channels, escalation, schedules
 from .models import NotificationChannel, Schedule
 
 # --- Schedules ---------------------------------------------------------------------------------
@@ -159,3 +159,48 @@ class ChannelList(APIView):
             # The one time it is shown: the receiver needs it to check signatures.
             body["generated_secret"] = generated
         return Response(body, status=status.HTTP_201_CREATED)
+
+
+# --- Escalation policy -------------------------------------------------------------------------
+
+LevelSerializer = inline_serializer(
+    "EscalationLevel",
+    {
+        "schedule": serializers.CharField(
+            allow_null=True, required=False, help_text="Page this schedule's on-call."
+        ),
+        "members": serializers.ListField(
+            child=serializers.CharField(), required=False, help_text="Page these usernames."
+        ),
+        "wait_minutes": serializers.IntegerField(
+            help_text="Before the next level (which also waits for the acknowledge SLA)."
+        ),
+    },
+)
+PolicySerializer = inline_serializer(
+    "EscalationPolicy",
+    {
+        "policy": serializers.DictField(
+            child=serializers.ListField(child=LevelSerializer),
+            help_text='Severity ("P0".."P4") to its ordered levels; a severity left out has none.',
+        )
+    },
+)
+
+
+class EscalationPolicyDetail(APIView):
+    @extend_schema(responses={200: PolicySerializer})
+    def get(self, request, slug: str):  # noqa: ANN001, ANN201
+        project, _ = project_for(request.user, slug)
+        return Response({"policy": escalation.policy(project)})
+
+    @extend_schema(request=PolicySerializer, responses={200: PolicySerializer})
+    def put(self, request, slug: str):  # noqa: ANN001, ANN201
+        _project, membership = project_for(request.user, slug, Membership.Role.LEAD)
+        body = request.data if isinstance(request.data, dict) else {}
+        if "policy" not in body:
+            return Response(
+                {"policy": ['Send {"policy": {"P1": [levels], ...}}.']},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return Response({"policy": escalation.set_policy(request.user, membership, body["policy"])})

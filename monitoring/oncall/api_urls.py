@@ -6,6 +6,11 @@ urlpatterns = [
     path("projects/<slug:slug>/schedules/", api.ScheduleList.as_view(), name="api-schedules"),
     path("projects/<slug:slug>/oncall/", api.OnCallNow.as_view(), name="api-oncall"),
     path(
+        "projects/<slug:slug>/escalation-policy/",
+        api.EscalationPolicyDetail.as_view(),
+        name="api-escalation-policy",
+    ),
+    path(
         "projects/<slug:slug>/notification-channels/",
         api.ChannelList.as_view(),
         name="api-notification-channels",

@@ -220,15 +220,18 @@ def send(
     data: dict[str, Any],
     incident_id: int | None = None,
     channels: Iterable[NotificationChannel] | None = None,
+    emails: Iterable[str] = (),
 ) -> list[ChannelMessage]:
-    """Queue one message per enabled channel of the project (call inside the transaction that
-    decides to send it). The payload carries no secret: only what the caller gives."""
+    """Queue one message per enabled channel of the project, and one per address in ``emails``
+    (people paged directly), inside the transaction that decides to send it. The payload
+    carries no secret: only what the caller gives."""
     project_id = project.pk if isinstance(project, Project) else project
     if channels is None:
         channels = NotificationChannel.objects.filter(project_id=project_id, enabled=True)
     payload = {"event": event, "subject": subject, "text": text, "data": data}
-    messages = ChannelMessage.objects.bulk_create(
+    rows = [
         ChannelMessage(
+            project_id=project_id,
             channel=channel,
             event=event,
             subject=subject[:200],
@@ -237,7 +240,20 @@ def send(
             incident_id=incident_id,
         )
         for channel in channels
-    )
+    ]
+    rows += [
+        ChannelMessage(
+            project_id=project_id,
+            to_email=address,
+            event=event,
+            subject=subject[:200],
+            text=text,
+            payload=payload,
+            incident_id=incident_id,
+        )
+        for address in sorted(set(emails))
+    ]
+    messages = ChannelMessage.objects.bulk_create(rows)
     ids = [m.pk for m in messages]
     if ids:
         transaction.on_commit(lambda: enqueue(ids))
@@ -268,9 +284,7 @@ def _claim(message_id: int) -> tuple[ChannelMessage | None, uuid.UUID]:
     )
     if not claimed:
         return None, token
-    message = ChannelMessage.objects.select_related("channel", "channel__project").get(
-        pk=message_id
-    )
+    message = ChannelMessage.objects.select_related("channel", "project").get(pk=message_id)
     return message, token
 
 
@@ -285,12 +299,15 @@ def deliver(message_id: int) -> bool:
     status_code = None
     error = ""
     try:
-        status_code = _SENDERS[channel.kind](channel, message)
+        if channel is None:
+            status_code = _send_personal_email(message)
+        else:
+            status_code = _SENDERS[channel.kind](channel, message)
     except DeliveryError as exc:
         error, status_code = str(exc), exc.status_code
     except Exception as exc:  # noqa: BLE001 - any failure of a sender is a failed try, recorded
         error = type(exc).__name__
-        logger.exception("channel %s: delivery of message %s raised", channel.pk, message.pk)
+        logger.exception("delivery of message %s raised", message.pk)
     now = timezone.now()
     ok = not error
     final = ok or message.attempts >= MAX_ATTEMPTS
@@ -311,11 +328,12 @@ def deliver(message_id: int) -> bool:
             sent_at=now if ok else None,
             last_error=error[:500],
         )
-        _mark_health(channel, ok, error, now)
+        if channel is not None:
+            _mark_health(channel, ok, error, now)
     if not ok:
         logger.warning(
             "channel %s: message %s not delivered (try %s): %s",
-            channel.pk,
+            message.channel_id,
             message.pk,
             message.attempts,
             error,
@@ -373,7 +391,7 @@ def _post(channel: NotificationChannel, body: bytes, headers: dict[str, str]) ->
 
 def _send_webhook(channel: NotificationChannel, message: ChannelMessage) -> int:
     body = json.dumps(
-        {**message.payload, "id": message.pk, "project": channel.project.slug},
+        {**message.payload, "id": message.pk, "project": message.project.slug},
         separators=(",", ":"),
         sort_keys=True,
     ).encode()
@@ -397,6 +415,14 @@ def _send_slack(channel: NotificationChannel, message: ChannelMessage) -> int:
 def _send_email(channel: NotificationChannel, message: ChannelMessage) -> None:
     try:
         send_mail(message.subject, message.text, None, channel.email_list())
+    except Exception as exc:  # noqa: BLE001 - any mail failure is a failed try
+        raise DeliveryError(f"e-mail: {type(exc).__name__}") from None
+    return None
+
+
+def _send_personal_email(message: ChannelMessage) -> None:
+    try:
+        send_mail(message.subject, message.text, None, [message.to_email])
     except Exception as exc:  # noqa: BLE001 - any mail failure is a failed try
         raise DeliveryError(f"e-mail: {type(exc).__name__}") from None
     return None

@@ -151,9 +151,16 @@ class ChannelMessage(models.Model):
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
 
+    # A project channel, or none for a page e-mailed to one person (``to_email``).
     channel = models.ForeignKey(
-        NotificationChannel, on_delete=models.CASCADE, related_name="messages"
+        NotificationChannel,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="messages",
     )
+    to_email = models.EmailField(blank=True, default="")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     event = models.CharField(max_length=40)
     subject = models.CharField(max_length=200)
     text = models.TextField()
@@ -170,7 +177,10 @@ class ChannelMessage(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["channel", "-created_at"], name="chmsg_channel_time")]
+        indexes = [
+            models.Index(fields=["channel", "-created_at"], name="chmsg_channel_time"),
+            models.Index(fields=["project", "-created_at"], name="chmsg_project_time"),
+        ]
 
     def __str__(self) -> str:
         return self.subject

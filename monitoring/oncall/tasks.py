@@ -10,7 +10,7 @@ from celery import shared_task
 
 from releasecenter.celery_base import TransientError
 
-from . import channels, status_page
+from . import channels, escalation, status_page
 
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
@@ -25,3 +25,16 @@ def deliver_channel_message(message_id: int) -> None:
 def refresh_status_days() -> int:
     """Beat: recompute today's and yesterday's state of every enabled status page's groups."""
     return status_page.refresh_recent()
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def escalation_tick(incident_ids: list[int] | None = None) -> int:
+    """Beat, every few seconds (and at once for a new incident): page what is due. Safe to run
+    twice at the same time: each page is claimed by a unique row."""
+    return escalation.tick(incident_ids=incident_ids)
+
+
+def on_incident_event(event) -> None:  # noqa: ANN001
+    """A new incident pages level 1 now rather than at the next beat."""
+    if event.verb == "incident.opened" and event.object_id:
+        escalation_tick.apply_async(([int(event.object_id)],), queue=channels.notifications_queue())

@@ -12,11 +12,12 @@ from django.http import Http404, HttpResponse, HttpResponseNotModified
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
-from releasecenter.access import project_for
+from releasecenter.access import membership_for, project_for
 
 from ..lib import rotation as rot
+from . import escalation
 from . import schedules as schedule_services
 from . import status_page as pages
 from .models import ChannelMessage, DeliveryAttempt, NotificationChannel, Schedule
@@ -32,7 +33,7 @@ def oncall_index(request, slug: str):  # noqa: ANN001, ANN201
     now = timezone.now()
     channels = list(NotificationChannel.objects.filter(project=project))
     messages = list(
-        ChannelMessage.objects.filter(channel__project=project)
+        ChannelMessage.objects.filter(project=project)
         .select_related("channel")
         .order_by("-created_at", "-id")[:RECENT_MESSAGES]
     )
@@ -106,3 +107,47 @@ def status_page(request, slug: str):  # noqa: ANN001, ANN201
     response["ETag"] = etag
     patch_cache_control(response, public=True, max_age=pages.CACHE_SECONDS)
     return response
+
+
+# --- One-tap acknowledge ---------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def acknowledge_link(request, token: str):  # noqa: ANN001, ANN201
+    """The link from a page. GET shows what it acknowledges and one big button (a link preview
+    or a mail scanner fetching it must not acknowledge); POST acknowledges, once.
+
+    A link that is not ours, or an incident of a project the user is not in: 404. Expired, used,
+    or the incident no longer open: 403 with the reason. Not logged in: the login page first
+    (login_required), then back here.
+    """
+    try:
+        page = escalation.page_for_token(token)
+    except escalation.LinkRefused as exc:
+        return _refused(request, str(exc))
+    if page is None:
+        raise Http404("No such link.")
+    incident = page.incident
+    membership = membership_for(request.user, incident.project_id)
+    if membership is None:
+        raise Http404("No such link.")
+    request.project = incident.project
+    context = {"incident": incident, "project": incident.project, "page": page}
+    if incident.acknowledged_at is not None and incident.is_open:
+        return render(request, "monitoring/oncall/acknowledged.html", context)
+    reason = escalation.link_state(page)
+    if reason:
+        return _refused(request, reason)
+    if request.method == "POST":
+        try:
+            escalation.acknowledge_by_link(request.user, membership, page)
+        except escalation.LinkRefused as exc:
+            return _refused(request, str(exc))
+        incident.refresh_from_db()
+        return render(request, "monitoring/oncall/acknowledged.html", context)
+    return render(request, "monitoring/oncall/acknowledge.html", context)
+
+
+def _refused(request, reason: str):  # noqa: ANN001, ANN202
+    return render(request, "monitoring/oncall/link_refused.html", {"reason": reason}, status=403)

@@ -228,8 +228,7 @@ def test_email_channel_uses_django_mail(api_client_for, personas):
 @pytest.fixture
 def notifications_worker(transactional_db, settings):  # noqa: ANN001, ANN201
     """A real worker that consumes only this run's notifications queue."""
-    queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-notifications"
-    settings.CELERY_NOTIFICATIONS_QUEUE = queue
+    queue = settings.CELERY_NOTIFICATIONS_QUEUE
     proc = subprocess.Popen(
         [*WORKER_COMMAND, "-Q", queue, "-n", f"notify-{os.getpid()}@%h"],
         cwd=ROOT,
