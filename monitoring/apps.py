@@ -45,8 +45,10 @@ class MonitoringConfig(AppConfig):
         benchdata.register(data.seed_bench)
         # On-call: its tasks live beside it (the worker must import them to know them); a new
         # incident pages level 1 at once instead of at the next beat.
+        from .oncall import demo as oncall_demo
         from .oncall import tasks as oncall_tasks
 
+        demo.register(oncall_demo.seed_demo)
         events.listen("incident", oncall_tasks.on_incident_event)
         try:
             from checklists import automation
