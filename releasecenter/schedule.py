@@ -39,11 +39,10 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": 15.0,
     },
     # On-call: page what is due (level 1 of new incidents, the next level after a missed
-    # acknowledge SLA). Sent to the notifications queue so a long rollout never delays a page.
+    # acknowledge SLA). Its name routes it to the notifications queue.
     "oncall-escalation-tick": {
         "task": "monitoring.oncall.tasks.escalation_tick",
         "schedule": 10.0,
-        "options": {"queue": "notifications"},
     },
     # On-call: the public status pages' day bars (today and yesterday) from the daily rollups.
     "oncall-refresh-status-days": {

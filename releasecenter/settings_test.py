@@ -28,5 +28,3 @@ from .settings import STORAGES  # noqa: E402
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 WHITENOISE_USE_FINDERS = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-# Pages and webhooks go to a queue of their own; this run's, so only this run's workers take them.
-CELERY_NOTIFICATIONS_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}-notifications"  # noqa: F405

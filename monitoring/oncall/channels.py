@@ -11,8 +11,9 @@ Three kinds, each one small sender behind ``_SENDERS``:
 * ``email``: Django's mail API with the site's mail settings (the console backend in the demo).
 
 ``send(...)`` writes one ``ChannelMessage`` per channel inside the caller's transaction and
-enqueues its delivery after commit, on the ``notifications`` queue so that slow receivers never
-hold up health checks or deployments. ``deliver(id)`` claims the row with a conditional update
+enqueues its delivery after commit. The task's name routes it to the ``notifications`` queue
+(``releasecenter.queues``: ``*.tasks.*notif*``), so slow receivers never hold up health checks
+or deployments. ``deliver(id)`` claims the row with a conditional update
 (a redelivered task sends nothing twice), records the try as a ``DeliveryAttempt`` and marks the
 channel's health; the task retries with backoff up to ``MAX_ATTEMPTS``.
 
@@ -37,7 +38,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
@@ -62,12 +62,6 @@ MAX_ATTEMPTS = 4
 WEBHOOK_TIMEOUT_SECONDS = 10.0
 # A worker that died mid-delivery leaves the row "sending"; after this it may be claimed again.
 CLAIM_EXPIRES = timedelta(minutes=2)
-
-
-def notifications_queue() -> str:
-    """The Celery queue deliveries go to. A setting so the test suite can use a queue of its
-    own run; production workers for pages consume "notifications"."""
-    return getattr(settings, "CELERY_NOTIFICATIONS_QUEUE", "notifications")
 
 
 class DeliveryError(Exception):
@@ -263,9 +257,8 @@ def send(
 def enqueue(ids: Iterable[int]) -> None:
     from . import tasks
 
-    queue = notifications_queue()
     for pk in ids:
-        tasks.deliver_channel_message.apply_async((pk,), queue=queue)
+        tasks.deliver_notification_message.delay(pk)
 
 
 def _claim(message_id: int) -> tuple[ChannelMessage | None, uuid.UUID]:

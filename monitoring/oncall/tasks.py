@@ -1,7 +1,8 @@
 """Celery tasks of on-call. Thin: each takes ids and calls a service; each is safe to run twice.
 
-Deliveries are sent to the notifications queue (``channels.notifications_queue()``) so that a
-slow receiver never delays a health check or a deployment.
+Their names route them (``releasecenter.queues``): ``deliver_notification_message`` and
+``escalation_tick`` run on the notifications queue, so a slow receiver or a long rollout never
+delays a page; keep "notif" / "escalat" in the names of tasks that page.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from . import channels, escalation, status_page
 
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
-def deliver_channel_message(message_id: int) -> None:
+def deliver_notification_message(message_id: int) -> None:
     if not channels.deliver(message_id):
         # Bounded by BaseTask.max_retries (3, so MAX_ATTEMPTS tries in all), with backoff; every
         # try is a DeliveryAttempt row.
@@ -37,4 +38,4 @@ def escalation_tick(incident_ids: list[int] | None = None) -> int:
 def on_incident_event(event) -> None:  # noqa: ANN001
     """A new incident pages level 1 now rather than at the next beat."""
     if event.verb == "incident.opened" and event.object_id:
-        escalation_tick.apply_async(([int(event.object_id)],), queue=channels.notifications_queue())
+        escalation_tick.delay([int(event.object_id)])

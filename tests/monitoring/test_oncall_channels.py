@@ -5,8 +5,6 @@ worker on the notifications queue. Every receiver is on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +17,6 @@ from django.db import connection
 from monitoring.oncall import channels
 from monitoring.oncall.models import ChannelMessage, DeliveryAttempt, NotificationChannel
 from releasecenter.models import AuditEvent
-from tests.conftest import ROOT, WORKER_COMMAND, _child_env, stop_process
 
 from .support import allow
 
@@ -225,22 +222,7 @@ def test_email_channel_uses_django_mail(api_client_for, personas):
     assert mail.outbox[0].to == ["oncall@acme.example"]
 
 
-@pytest.fixture
-def notifications_worker(transactional_db, settings):  # noqa: ANN001, ANN201
-    """A real worker that consumes only this run's notifications queue."""
-    queue = settings.CELERY_NOTIFICATIONS_QUEUE
-    proc = subprocess.Popen(
-        [*WORKER_COMMAND, "-Q", queue, "-n", f"notify-{os.getpid()}@%h"],
-        cwd=ROOT,
-        env=_child_env(),
-    )
-    yield queue
-    stop_process(proc)
-
-
-def test_a_real_worker_delivers_on_the_notifications_queue(
-    notifications_worker, personas, receiver
-):
+def test_a_real_worker_delivers_after_commit(celery_worker, personas, receiver):
     from django.db import transaction
 
     allow(personas.staging)
