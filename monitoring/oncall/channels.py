@@ -198,6 +198,7 @@ def create_channel(
         actor=actor,
         obj=channel,
         after={"name": name, "kind": kind, "emails": len(email_text.split())},
+        data={"text": f"Notification channel “{name}” ({channel.get_kind_display()}) added"},
     )
     return channel, generated
 
@@ -350,6 +351,10 @@ def _mark_health(channel: NotificationChannel, ok: bool, error: str, now: Any) -
             project=channel.project_id,
             obj=channel,
             after={"name": channel.name, "health": health, "error": error[:200]},
+            data={
+                "text": f"Notification channel “{channel.name}” "
+                + (f"is failing: {error[:200]}" if not ok else "delivers again")
+            },
         )
 
 

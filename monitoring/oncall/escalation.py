@@ -141,6 +141,13 @@ def set_policy(
         actor=actor,
         before=before,
         after=after,
+        data={
+            "text": "Escalation policy changed: "
+            + (
+                ", ".join(f"{s} {len(levels)} level(s)" for s, levels in after.items() if levels)
+                or "no escalation"
+            )
+        },
     )
     return after
 

@@ -115,6 +115,10 @@ def create_schedule(
             "handoff": handoff_time.strftime("%H:%M"),
             "members": [u.username for u in users],
         },
+        data={
+            "text": f"On-call schedule “{name}” created: {rotation} at "
+            f"{handoff_time:%H:%M} {time_zone}, {', '.join(u.username for u in users)}"
+        },
     )
     return schedule
 
@@ -176,6 +180,10 @@ def add_override(
             "user": user.username,
             "starts_at": starts_at.isoformat(),
             "ends_at": ends_at.isoformat(),
+        },
+        data={
+            "text": f"{user.username} covers on-call schedule “{schedule.name}” from "
+            f"{starts_at:%Y-%m-%d %H:%M} to {ends_at:%Y-%m-%d %H:%M} UTC"
         },
     )
     return override

@@ -110,6 +110,7 @@ def configure(
         actor=actor,
         obj=page,
         after={"enabled": page.enabled, "groups": [name for name, _ in cleaned]},
+        data={"text": f"Public status page {'switched on' if page.enabled else 'switched off'}"},
     )
     transaction.on_commit(lambda: (refresh(page), invalidate(project.slug)))
     return page
@@ -340,6 +341,7 @@ def publish_incident(
         actor=actor,
         obj=incident,
         after={"public_title": title},
+        data={"text": f"{incident.reference} shown on the status page as “{title}”"},
     )
     slug = incident.project.slug
     transaction.on_commit(lambda: invalidate(slug))
@@ -361,6 +363,7 @@ def mark_update_public(actor: Any, membership: Membership, entry: TimelineEntry)
         actor=actor,
         obj=entry,
         after={"incident": incident.reference},
+        data={"text": f"An update of {incident.reference} made public on the status page"},
     )
     slug = incident.project.slug
     transaction.on_commit(lambda: invalidate(slug))
