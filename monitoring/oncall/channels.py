@@ -206,7 +206,7 @@ def create_channel(
 # --- Sending -----------------------------------------------------------------------------------
 
 
-def send(
+def messages_for(
     project: Project | int,
     *,
     event: str,
@@ -214,40 +214,27 @@ def send(
     text: str,
     data: dict[str, Any],
     incident_id: int | None = None,
-    channels: Iterable[NotificationChannel] | None = None,
+    channels: Iterable[NotificationChannel] = (),
     emails: Iterable[str] = (),
 ) -> list[ChannelMessage]:
-    """Queue one message per enabled channel of the project, and one per address in ``emails``
-    (people paged directly), inside the transaction that decides to send it. The payload
-    carries no secret: only what the caller gives."""
+    """Unsaved messages: one per channel given and one per address. ``queue`` saves them."""
     project_id = project.pk if isinstance(project, Project) else project
-    if channels is None:
-        channels = NotificationChannel.objects.filter(project_id=project_id, enabled=True)
     payload = {"event": event, "subject": subject, "text": text, "data": data}
-    rows = [
-        ChannelMessage(
-            project_id=project_id,
-            channel=channel,
-            event=event,
-            subject=subject[:200],
-            text=text,
-            payload=payload,
-            incident_id=incident_id,
-        )
-        for channel in channels
-    ]
-    rows += [
-        ChannelMessage(
-            project_id=project_id,
-            to_email=address,
-            event=event,
-            subject=subject[:200],
-            text=text,
-            payload=payload,
-            incident_id=incident_id,
-        )
-        for address in sorted(set(emails))
-    ]
+    common = {
+        "project_id": project_id,
+        "event": event,
+        "subject": subject[:200],
+        "text": text,
+        "payload": payload,
+        "incident_id": incident_id,
+    }
+    rows = [ChannelMessage(channel=channel, **common) for channel in channels]
+    rows += [ChannelMessage(to_email=address, **common) for address in sorted(set(emails))]
+    return rows
+
+
+def queue(rows: list[ChannelMessage]) -> list[ChannelMessage]:
+    """Save messages in one statement and deliver them after commit."""
     messages = ChannelMessage.objects.bulk_create(rows)
     ids = [m.pk for m in messages]
     if ids:
@@ -255,11 +242,35 @@ def send(
     return messages
 
 
+def enabled_channels(project_ids: Iterable[int]) -> dict[int, list[NotificationChannel]]:
+    found: dict[int, list[NotificationChannel]] = {pk: [] for pk in project_ids}
+    for channel in NotificationChannel.objects.filter(project_id__in=list(found), enabled=True):
+        found[channel.project_id].append(channel)
+    return found
+
+
+def send(
+    project: Project | int,
+    *,
+    channels: Iterable[NotificationChannel] | None = None,
+    **message: Any,
+) -> list[ChannelMessage]:
+    """Queue one message per enabled channel of the project (or the channels given), and one
+    per address in ``emails`` (people paged directly), inside the transaction that decides to
+    send it. The payload carries no secret: only what the caller gives."""
+    project_id = project.pk if isinstance(project, Project) else project
+    if channels is None:
+        channels = enabled_channels([project_id])[project_id]
+    return queue(messages_for(project_id, channels=channels, **message))
+
+
 def enqueue(ids: Iterable[int]) -> None:
     from . import tasks
 
-    for pk in ids:
-        tasks.deliver_notification_message.delay(pk)
+    # One producer connection for the lot: a tick may queue thousands.
+    with tasks.deliver_notification_message.app.producer_or_acquire() as producer:
+        for pk in ids:
+            tasks.deliver_notification_message.apply_async((pk,), producer=producer)
 
 
 def _claim(message_id: int) -> tuple[ChannelMessage | None, uuid.UUID]:

@@ -8,7 +8,8 @@ unacknowledged incidents, and re-checks under the incident's row lock before pag
 
 Idempotent in the database: a page is an ``EscalationPage`` row unique per (incident, level),
 inserted with ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` in the same transaction as its
-timeline entry and messages. Only the transaction whose insert returned the row pages; two beats,
+timeline entry and messages (a tick pages up to ``CHUNK`` incidents per transaction, their rows
+locked in id order). Only the transaction whose insert returned the row pages; two beats,
 a redelivered task or two workers racing for the same level find the row taken and do nothing.
 The state lives in those rows, not in a worker, so a restarted worker continues where the last
 one stopped.
@@ -41,6 +42,7 @@ from releasecenter.models import Membership, Project
 from ..incidents import services as incidents
 from ..incidents.models import SEVERITIES, Incident
 from . import channels, schedules
+from .channels import enabled_channels
 from .models import EscalationLevel, EscalationPage, Schedule
 
 MAX_LEVELS = 10
@@ -155,17 +157,25 @@ def set_policy(
 # --- The tick ------------------------------------------------------------------------------------
 
 
-def _claim(incident_id: int, level: int, now: datetime, recipients: list[str]) -> int | None:
-    """Insert the page row unless it exists; its id when this transaction inserted it."""
+def _claim(wanted: list[tuple[int, int, list[str]]], now: datetime) -> dict[tuple[int, int], int]:
+    """Insert the page rows that do not exist yet, in one statement; {(incident, level): id}
+    of those this transaction inserted. Rows another transaction holds make this one wait for
+    it and then skip them, so each page has exactly one owner."""
+    if not wanted:
+        return {}
     table = EscalationPage._meta.db_table
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(wanted))
+    params: list[Any] = []
+    for incident_id, level, recipients in wanted:
+        params += [incident_id, level, now, json.dumps(recipients)]
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (incident_id, level, paged_at, recipients) "  # noqa: S608
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (incident_id, level) DO NOTHING RETURNING id",
-            [incident_id, level, now, json.dumps(recipients)],
+            f"VALUES {values} ON CONFLICT (incident_id, level) DO NOTHING "
+            "RETURNING id, incident_id, level",
+            params,
         )
-        row = cursor.fetchone()
-    return row[0] if row else None
+        return {(incident_id, level): pk for pk, incident_id, level in cursor.fetchall()}
 
 
 def due_pages(now: datetime, incident_ids: Iterable[int] | None = None) -> list[tuple]:
@@ -216,6 +226,9 @@ def due_pages(now: datetime, incident_ids: Iterable[int] | None = None) -> list[
     return due
 
 
+CHUNK = 200
+
+
 def tick(now: datetime | None = None, incident_ids: Iterable[int] | None = None) -> int:
     """Page every level that is due. Returns how many pages this call sent."""
     now = now or timezone.now()
@@ -224,7 +237,7 @@ def tick(now: datetime | None = None, incident_ids: Iterable[int] | None = None)
         return 0
     wanted = {level.schedule_id: level.schedule for _, level in due if level.schedule_id}
     on_call = {entry.schedule.pk: entry for entry in schedules.on_call(list(wanted.values()), now)}
-    sent = 0
+    plans = []
     for incident_id, level in due:
         people = list(level.members.all())
         via = ""
@@ -233,28 +246,57 @@ def tick(now: datetime | None = None, incident_ids: Iterable[int] | None = None)
             if entry.user is not None:
                 people.insert(0, entry.user)
                 via = f" (on call for {level.schedule.name})"
-        unique = list({p.pk: p for p in people}.values())
-        if _page(incident_id, level, unique, via, now):
-            sent += 1
-    return sent
+        plans.append((incident_id, level, list({p.pk: p for p in people}.values()), via))
+    # Sorted by incident, so concurrent ticks lock rows in one order and never deadlock.
+    plans.sort(key=lambda plan: plan[0])
+    return sum(_page(plans[i : i + CHUNK], now) for i in range(0, len(plans), CHUNK))
 
 
 @transaction.atomic
-def _page(incident_id: int, level: EscalationLevel, people: list, via: str, now: datetime) -> bool:
-    # The incident's row lock orders this against acknowledge_incident, which takes it too:
+def _page(plans: list[tuple[int, EscalationLevel, list, str]], now: datetime) -> int:
+    # The incidents' row locks order this against acknowledge_incident, which takes them too:
     # an incident acknowledged a moment ago is not paged.
-    incident = (
-        Incident.objects.select_for_update(of=("self",))
+    locked = {
+        incident.pk: incident
+        for incident in Incident.objects.select_for_update(of=("self",))
         .select_related("project")
-        .filter(pk=incident_id)
-        .first()
+        .filter(pk__in=[plan[0] for plan in plans])
+        .order_by("pk")
+    }
+    plans = [
+        plan
+        for plan in plans
+        if plan[0] in locked and locked[plan[0]].acknowledged_at is None and locked[plan[0]].is_open
+    ]
+    claimed = _claim(
+        [
+            (incident_id, level.position, [p.username for p in people])
+            for incident_id, level, people, _via in plans
+        ],
+        now,
     )
-    if incident is None or incident.acknowledged_at is not None or not incident.is_open:
-        return False
+    project_channels = enabled_channels({locked[plan[0]].project_id for plan in plans})
+    messages = []
+    for incident_id, level, people, via in plans:
+        page_id = claimed.get((incident_id, level.position))
+        if page_id is None:
+            continue
+        incident = locked[incident_id]
+        messages += _announce(incident, level, people, via, page_id, project_channels)
+    channels.queue(messages)
+    return len(claimed)
+
+
+def _announce(
+    incident: Incident,
+    level: EscalationLevel,
+    people: list,
+    via: str,
+    page_id: int,
+    project_channels: dict[int, list],
+) -> list:
+    """The page's timeline entry, and its messages (unsaved) with the acknowledge link."""
     names = [p.username for p in people]
-    page_id = _claim(incident_id, level.position, now, names)
-    if page_id is None:
-        return False
     who = ", ".join(names) if names else "nobody (the schedule has no one on call)"
     escalated = level.position > 1
     text = (
@@ -278,8 +320,8 @@ def _page(incident_id: int, level: EscalationLevel, people: list, via: str, now:
         f"Acknowledge: {link}\n"
         f"Incident: {settings.RELEASECENTER_URL}{incidents.incident_url(incident)}\n"
     )
-    channels.send(
-        incident.project,
+    return channels.messages_for(
+        incident.project_id,
         event="incident.escalated" if escalated else "incident.paged",
         subject=subject,
         text=body,
@@ -293,9 +335,9 @@ def _page(incident_id: int, level: EscalationLevel, people: list, via: str, now:
             "acknowledge_url": link,
         },
         incident_id=incident.pk,
+        channels=project_channels.get(incident.project_id, []),
         emails=[p.email for p in people if p.email],
     )
-    return True
 
 
 # --- One-tap acknowledge -------------------------------------------------------------------------

@@ -226,6 +226,10 @@ class StatusGroup(models.Model):
     name = models.CharField(max_length=80)
     position = models.PositiveSmallIntegerField(default=0)
     services = models.ManyToManyField(Service, related_name="+", blank=True)
+    # The bars of the 89 days before ``history_through`` + 1, as HTML built from StatusDay rows
+    # (status_page.rebuild_history), so a request formats only today's bar.
+    history_html = models.TextField(blank=True, default="")
+    history_through = models.DateField(null=True, blank=True)
 
     class Meta:
         ordering = ["page", "position", "id"]

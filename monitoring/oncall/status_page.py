@@ -11,7 +11,9 @@ read the HTML for anything internal.
 
 Speed: the day bars come from ``StatusDay`` rows, recomputed on beat from the daily check rollups
 (``refresh_recent``: today and yesterday; ``refresh(page)``: all 90 days, when the page or its
-groups change), so a request reads a few small tables. The rendered body is cached for
+groups change), and each group's bars before today are kept as HTML on the group
+(``rebuild_history``), so a request reads a few short rows and formats one bar per group. The
+rendered body is cached for
 ``CACHE_SECONDS`` and answered with an ETag, so the refreshes of a crowd during an outage cost
 one render per period.
 """
@@ -27,7 +29,7 @@ from typing import Any
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import OuterRef, Q, Subquery, Sum
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -171,6 +173,7 @@ def refresh(page: StatusPage, days: int = DAYS) -> int:
         update_fields=["runs", "failures", "state"],
     )
     StatusDay.objects.filter(group__page=page, day__lt=first).delete()
+    rebuild_history(page)
     return len(rows)
 
 
@@ -193,10 +196,9 @@ def enabled_page(slug: str) -> StatusPage | None:
 
 
 def _current_states(page: StatusPage, groups: list[StatusGroup]) -> dict[int, str]:
+    through = StatusGroup.services.through.objects.filter(statusgroup__page=page)
     members: dict[int, list[int]] = defaultdict(list)
-    for group_id, service_id in StatusGroup.services.through.objects.filter(
-        statusgroup__page=page
-    ).values_list("statusgroup_id", "service_id"):
+    for group_id, service_id in through.values_list("statusgroup_id", "service_id"):
         members[group_id].append(service_id)
     by_service: dict[int, list[str]] = defaultdict(list)
     if page.environment_id is not None:
@@ -204,7 +206,7 @@ def _current_states(page: StatusPage, groups: list[StatusGroup]) -> dict[int, st
             environment_id=page.environment_id,
             parent__isnull=True,
             enabled=True,
-            service_id__in={s for ids in members.values() for s in ids},
+            service_id__in=through.values("service_id"),
         ).values_list("service_id", "status"):
             by_service[service_id].append(status)
     states = {}
@@ -223,41 +225,67 @@ def _current_states(page: StatusPage, groups: list[StatusGroup]) -> dict[int, st
     return states
 
 
-def _bars(days: dict[date, str], today: date, now_state: str) -> str:
-    # Built as one string: 90 elements per group through the template engine cost more than
-    # the rest of the page.
-    parts = []
-    for offset in range(DAYS - 1, -1, -1):
-        day = today - timedelta(days=offset)
-        state = now_state if day == today and days.get(day) in (None, "none") else days.get(day)
-        state = state or StatusDay.State.NO_DATA
-        parts.append(f'<span class="day {state}" title="{day:%d %b %Y}: {LABELS[state]}"></span>')
-    return "".join(parts)
+def _bar(day: date, state: str) -> str:
+    return f'<span class="day {state}" title="{day:%d %b %Y}: {LABELS[state]}"></span>'
+
+
+ORDER = ["none", "operational", "degraded", "outage"]
+
+
+def _worst(*states: str) -> str:
+    return max(states, key=ORDER.index)
+
+
+def rebuild_history(page: StatusPage, today: date | None = None) -> list[StatusGroup]:
+    """Store each group's bars of the 89 days before today as HTML (one query for the days,
+    one update). A request then reads 30 short rows instead of 2,700 and formats none."""
+    today = today or _today()
+    first = today - timedelta(days=DAYS - 1)
+    by_group: dict[int, dict[date, str]] = defaultdict(dict)
+    for group_id, day, state in StatusDay.objects.filter(
+        group__page=page, day__gte=first, day__lt=today
+    ).values_list("group_id", "day", "state"):
+        by_group[group_id][day] = state
+    groups = list(page.groups.all())
+    for group in groups:
+        days = by_group[group.pk]
+        group.history_html = "".join(
+            _bar(day, days.get(day, StatusDay.State.NO_DATA))
+            for day in (first + timedelta(days=i) for i in range(DAYS - 1))
+        )
+        group.history_through = today - timedelta(days=1)
+    StatusGroup.objects.bulk_update(groups, ["history_html", "history_through"])
+    return groups
 
 
 def page_context(page: StatusPage) -> dict[str, Any]:
     today = _today()
-    groups = list(page.groups.all())
-    states = _current_states(page, groups)
-    by_group: dict[int, dict[date, str]] = defaultdict(dict)
-    for group_id, day, state in StatusDay.objects.filter(
-        group__page=page, day__gt=today - timedelta(days=DAYS)
-    ).values_list("group_id", "day", "state"):
-        by_group[group_id][day] = state
-    rows = [
-        {
-            "name": group.name,
-            "state": states[group.pk],
-            "label": LABELS[states[group.pk]],
-            "bars": _bars(by_group[group.pk], today, states[group.pk]),
-        }
-        for group in groups
-    ]
-    worst = max(
-        (r["state"] for r in rows),
-        key=lambda s: ["none", "operational", "degraded", "outage"].index(s),
-        default=StatusDay.State.NO_DATA,
+    groups = list(
+        page.groups.annotate(
+            today_state=Subquery(
+                StatusDay.objects.filter(group=OuterRef("pk"), day=today).values("state")[:1]
+            )
+        )
     )
+    if any(g.history_through != today - timedelta(days=1) for g in groups):
+        # The first request after midnight (UTC), before the beat refreshed the days.
+        rebuild_history(page, today)
+        return page_context(page)
+    states = _current_states(page, groups)
+    rows = []
+    for group in groups:
+        now_state = states[group.pk]
+        today_state = _worst(now_state, group.today_state or StatusDay.State.NO_DATA)
+        rows.append(
+            {
+                "name": group.name,
+                "state": now_state,
+                "label": LABELS[now_state],
+                # Stored HTML of our own making from a closed set of states and dates.
+                "bars": group.history_html + _bar(today, today_state),
+            }
+        )
+    worst = _worst(StatusDay.State.NO_DATA, *(r["state"] for r in rows))
     since = timezone.now() - timedelta(days=DAYS)
     incidents = public_incidents(page.project, since)
     return {
