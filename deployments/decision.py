@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.apps import apps
 from django.urls import reverse
 from django.utils import timezone
 
@@ -73,7 +72,8 @@ class DecisionInput:
     approval_time: datetime | None = None
     previous: tuple[str, str] | None = None  # (environment name, status) when the policy asks
     lock: tuple[str, str, datetime] | None = None  # (reason, username, since)
-    incidents: tuple[tuple[str, str, str], ...] = ()  # (reference, severity, title)
+    # (reference, severity, title) or (reference, severity, title, link to the incident)
+    incidents: tuple[tuple[str, ...], ...] = ()
     link: str = ""
 
 
@@ -200,25 +200,44 @@ def evaluate(snapshot: DecisionInput, at: datetime) -> Decision:
                 s.link,
             )
         )
-    for reference, severity, title in s.incidents:
-        reasons.append(Reason("incident", f"Open {severity} incident {reference}: {title}", s.link))
+    reasons.extend(_incident_reasons(s))
     return Decision("no-go" if reasons else "go", tuple(reasons))
 
 
 # --- Reading the snapshot ---------------------------------------------------------------------
 
 
-def _incidents(environment, rule: str) -> tuple[tuple[str, str, str], ...]:  # noqa: ANN001
-    """Open incidents that block, once the monitoring app has an Incident model."""
+def _incident_reasons(s: DecisionInput) -> list[Reason]:
+    """One reason per open incident the environment's policy blocks on, linking to it."""
+    reasons = []
+    for reference, severity, title, *link in s.incidents:
+        reasons.append(
+            Reason(
+                "incident",
+                f"Open {severity} incident {reference}: {title}",
+                link[0] if link else s.link,
+            )
+        )
+    return reasons
+
+
+def _incidents(environment, rule: str) -> tuple[tuple[str, ...], ...]:  # noqa: ANN001
+    """Open incidents in the environment as bad as the rule's severity or worse ("P2" blocks on
+    P0, P1 and P2); resolving one removes it from the decision."""
     if not rule:
         return ()
-    try:
-        incident_model = apps.get_model("monitoring", "Incident")
-    except LookupError:
-        return ()
-    severities = ["P1"] if rule == "P1" else ["P1", "P2"]
-    rows = incident_model.objects.blocking(environment, severities)
-    return tuple((r.reference, r.severity, r.title) for r in rows)
+    from monitoring.incidents.models import Incident, at_least
+
+    rows = Incident.objects.blocking(environment, at_least(rule)).select_related("project")
+    return tuple(
+        (
+            r.reference,
+            r.severity,
+            r.title,
+            reverse("incident-detail", args=[r.project.slug, r.number]),
+        )
+        for r in rows
+    )
 
 
 def _run_ids(target) -> list[int]:  # noqa: ANN001

@@ -8,8 +8,8 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import CharField, Prefetch, Q
-from django.db.models.functions import Cast
+from django.db.models import CharField, Prefetch, Q, Value
+from django.db.models.functions import Cast, Concat
 from django.http import Http404, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
@@ -21,7 +21,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from checklists.selectors import run_progress as progress_of
-from releasecenter import events
+from releasecenter import events, subjects
 from releasecenter.access import object_for, project_for
 from releasecenter.models import AuditEvent, Membership
 from releasecenter.services import Conflict
@@ -219,12 +219,32 @@ def _check_changes(release: Release, environment_ids: list[int]) -> Q:
     )
 
 
+def _deployment_changes(release: Release) -> Q:
+    """The deployments of the release asked for and changing status, from their own topics
+    (one subquery, however many deployments)."""
+    from .models import Deployment
+
+    topics = (
+        Deployment.objects.filter(release=release)
+        .annotate(key=Concat(Value("deployment:"), Cast("pk", CharField())))
+        .values("key")
+    )
+    return Q(topic__in=topics, verb__in=["deployment.created", "deployment.status_changed"])
+
+
 def _timeline(rows, project_slug: str) -> list[dict]:  # noqa: ANN001
     """The timeline's lines, formatted here once: a page lists up to 100 events, and through
     template filters and branches they were a sixth of the page's time."""
     entries = []
+    rows = list(rows)
+    # Every other line names its subject and links to it (releasecenter.subjects).
+    lines = subjects.describe([e for e in rows if e.verb not in CHECK_STATE_VERBS])
     for event in rows:
-        if event.verb in CHECK_STATE_VERBS:
+        if event.pk in lines and lines[event.pk] is None:
+            continue
+        if event.pk in lines:
+            text = lines[event.pk].html()
+        elif event.verb in CHECK_STATE_VERBS:
             data = event.data or {}
             state = "is failing" if event.verb == "check.failing" else "recovered"
             summary = f": {data['summary']}" if data.get("summary") else ""
@@ -287,7 +307,9 @@ def _detail_context(release: Release, membership: Membership, csrf_token: str) -
     topics = [release.topic, *run_topics]
     timeline = (
         AuditEvent.objects.filter(
-            Q(topic__in=topics) | _check_changes(release, [t.environment_id for t in targets])
+            Q(topic__in=topics)
+            | _check_changes(release, [t.environment_id for t in targets])
+            | _deployment_changes(release)
         )
         .select_related("actor")
         .order_by("-id")[:100]

@@ -16,5 +16,6 @@ urlpatterns = [
     path("suites/<int:pk>/", api.SuiteDetail.as_view(), name="api-suite"),
     path("suites/<int:pk>/run", api.RunSuite.as_view(), name="api-suite-run"),
     path("suites/<int:pk>/results/", api.SuiteResults.as_view(), name="api-suite-results"),
+    path("", include("monitoring.incidents.api_urls")),
     path("", include("monitoring.oncall.api_urls")),
 ]

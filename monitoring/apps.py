@@ -40,7 +40,27 @@ class MonitoringConfig(AppConfig):
         checks.register(_check_retention)
         events.register_topic("check", _check_project)
         events.register_topic("incident", _incident_project)
+        from releasecenter import incident_hooks
+
+        from .incidents.timeline import CheckSource
+
+        incident_hooks.register("monitoring", CheckSource())
+        from .incidents import auto
+
+        # A check turning critical opens or suggests an incident, per the environment's policy.
+        events.listen("project", auto.on_project_event)
+        from releasecenter import subjects
+
+        from . import subjects as monitoring_subjects
+
+        # Feed lines that name the check, target, incident or postmortem and link to it.
+        subjects.register(
+            ["check", "target", "incident", "postmortem"], monitoring_subjects.describe_events
+        )
         overview.register("monitoring", selectors.overview_panels)
+        from .incidents import selectors as incident_selectors
+
+        overview.register("incidents", incident_selectors.overview_panels)
         demo.register(data.seed_demo)
         benchdata.register(data.seed_bench)
         # On-call: its tasks live beside it (the worker must import them to know them); a new

@@ -60,3 +60,7 @@ def prune_results() -> dict:
 @shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)
 def evaluate_targets() -> int:
     return len(services.evaluate_targets())
+
+
+# Incident response keeps its tasks beside its services; importing them registers them.
+from .incidents.tasks import evaluate_incident_sla  # noqa: E402, F401

@@ -32,6 +32,11 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "task": "monitoring.tasks.prune_results",
         "schedule": 3600.0,
     },
+    # Incidents: stamp and record SLA clocks (acknowledge, status update) that ran out.
+    "monitoring-incident-sla": {
+        "task": "monitoring.incidents.tasks.evaluate_incident_sla",
+        "schedule": 15.0,
+    },
     # Deployments: fail jobs whose worker stopped heartbeating ("worker lost"), requeue queued
     # jobs whose message was lost. Every 15 s, so a dead worker is noticed within TTL + 15 s.
     "deployments-reap": {

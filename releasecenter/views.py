@@ -9,7 +9,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import events, forms, overview, services
+from . import events, forms, overview, services, subjects
 from .access import project_for, user_projects
 from .models import ApiToken, AuditEvent, Membership
 
@@ -53,9 +53,12 @@ def _overview_context(project, membership):  # noqa: ANN001, ANN202
         "membership": membership,
         "environment_panels": [(env, panels.get(env.pk, {})) for env in environments],
         "service_count": project.services.count(),
-        "recent_events": AuditEvent.objects.filter(project=project)
-        .select_related("actor")
-        .order_by("-id")[:10],
+        # Each line names its subject and links to it (see subjects.py); progress ticks and
+        # copies are skipped, so read a few more rows than are shown.
+        "recent_events": subjects.feed(
+            AuditEvent.objects.filter(project=project).select_related("actor").order_by("-id")[:40],
+            10,
+        ),
         "last_event_id": events.stream_cursor(project.topic),
     }
 

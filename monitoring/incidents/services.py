@@ -294,7 +294,14 @@ def _publish(
         "reference": incident.reference,
         "title": incident.title,
         "url": incident_url(incident),
-        "text": f"{incident.reference} {incident.title}: {entry.text}" if entry else "",
+        # A feed line that names the incident: system entries already start with it.
+        "text": (
+            entry.text
+            if entry and entry.text.startswith(incident.reference)
+            else f"{incident.reference} {incident.title}: {entry.text}"
+            if entry
+            else ""
+        ),
         "entry_id": entry.pk if entry else None,
         "version": incident.version,
     }
@@ -778,3 +785,41 @@ def evaluate_sla(now: datetime | None = None) -> int:
                 )
                 breaches += 1
     return breaches
+
+
+# --- Suspects ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def roll_back_suspect(
+    actor: Any, membership: Membership, incident: Incident, *, suspect: str, reason: str = ""
+) -> str:
+    """Roll back a suspect deployment through the app that owns it (the same service, the same
+    permissions and audit as its own rollback button), and say so in the timeline."""
+    require_role(membership, Membership.Role.ENGINEER)
+    from releasecenter import incident_hooks
+
+    from . import selectors
+
+    listed = {s.id: s for s in selectors.suspects(incident)}
+    if suspect not in listed:
+        raise ValidationError({"suspect": "Not a suspect deployment of this incident."})
+    reason = _text(reason, "reason", required=False, limit=MAX_REASON) or (
+        f"rolled back from {incident.reference} by {actor.username}"
+    )
+    url = incident_hooks.roll_back(actor, membership, suspect, reason)
+    if url is None:
+        raise ValidationError({"suspect": "Nothing can roll this back."})
+    target = listed[suspect]
+    incident = _lock(incident, None)
+    _bump(incident, [])
+    incident.participants.add(actor)
+    _entry(
+        incident,
+        TimelineEntry.Kind.SIGNAL,
+        f"Rollback of {target.title} requested by {actor.username} from {incident.reference}",
+        actor=actor,
+        subject={"type": "deployment", "id": suspect.partition(":")[2], "url": url},
+        verb="incident.rollback_requested",
+    )
+    return url

@@ -180,7 +180,7 @@ def test_empty_states(client, personas):
     assert "No health checks yet" in html and "No smoke suites yet" in html
     assert "No checks yet" in client.get("/p/shop/health/checks/").content.decode()
     incidents = client.get("/p/shop/incidents/")
-    assert incidents.status_code == 200 and "Nothing here yet" in incidents.content.decode()
+    assert incidents.status_code == 200 and "No open incidents." in incidents.content.decode()
 
 
 def test_check_page_has_chart_failures_and_live_wrapper(client, personas, target):
