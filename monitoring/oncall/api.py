@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -13,6 +15,7 @@ from rest_framework.views import APIView
 from releasecenter.access import project_for
 from releasecenter.models import Membership
 
+from ..incidents import services as incident_services
 from . import channels, escalation, schedules
 from .models import NotificationChannel, Schedule
 
@@ -204,3 +207,90 @@ class EscalationPolicyDetail(APIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         return Response({"policy": escalation.set_policy(request.user, membership, body["policy"])})
+
+
+# --- Severity policy (the incidents' SLA clocks, in seconds) ---------------------------------------
+
+SeverityRuleSerializer = inline_serializer(
+    "SeverityRule",
+    {
+        "acknowledge_seconds": serializers.IntegerField(
+            allow_null=True, help_text="0: at once; null: by the next working day."
+        ),
+        "update_seconds": serializers.IntegerField(
+            allow_null=True, help_text="How often a stakeholder update is due while open."
+        ),
+    },
+)
+SeverityPolicySerializer = inline_serializer(
+    "SeverityPolicy",
+    {"policy": serializers.DictField(child=SeverityRuleSerializer, help_text="P0..P4")},
+)
+
+
+def _seconds(minutes: int | None) -> int | None:
+    return None if minutes is None else minutes * 60
+
+
+class SeverityPolicyDetail(APIView):
+    """The acknowledge and update SLAs per severity, in seconds.
+
+    Stored by the incidents' severity policy, whose resolution is a minute: a value that is not
+    a whole number of minutes is a 400 naming the field.
+    """
+
+    @extend_schema(responses={200: SeverityPolicySerializer})
+    def get(self, request, slug: str):  # noqa: ANN001, ANN201
+        project, _ = project_for(request.user, slug)
+        return Response({"policy": _severity_policy(project)})
+
+    @extend_schema(request=SeverityPolicySerializer, responses={200: SeverityPolicySerializer})
+    def put(self, request, slug: str):  # noqa: ANN001, ANN201
+        project, membership = project_for(request.user, slug, Membership.Role.ADMIN)
+        body = request.data if isinstance(request.data, dict) else {}
+        policy = body.get("policy")
+        if not isinstance(policy, dict) or not policy:
+            raise ValidationError(
+                {
+                    "policy": 'Send {"policy": {"P1": {"acknowledge_seconds": 900, '
+                    '"update_seconds": 1800}, ...}}.'
+                }
+            )
+        current = _severity_policy(project)
+        changes = []
+        for severity, rule in policy.items():
+            if severity not in current:
+                raise ValidationError({"policy": f"Unknown severity {severity!r}; use P0 to P4."})
+            if not isinstance(rule, dict):
+                raise ValidationError({f"policy.{severity}": "An object of seconds."})
+            minutes = {}
+            for key in ("acknowledge_seconds", "update_seconds"):
+                value = rule.get(key, current[severity][key])
+                field = f"policy.{severity}.{key}"
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise ValidationError({field: "Whole seconds, or null."})
+                if value is not None and (value < 0 or value % 60):
+                    raise ValidationError(
+                        {
+                            field: "A whole number of minutes in seconds (60, 900, ...): the "
+                            "severity policy keeps minutes."
+                        }
+                    )
+                minutes[key.replace("_seconds", "_minutes")] = (
+                    None if value is None else value // 60
+                )
+            changes.append((severity, minutes))
+        with transaction.atomic():
+            for severity, minutes in changes:
+                incident_services.set_severity_policy(request.user, membership, severity, **minutes)
+        return Response({"policy": _severity_policy(project)})
+
+
+def _severity_policy(project: Any) -> dict[str, dict[str, int | None]]:
+    return {
+        severity: {
+            "acknowledge_seconds": _seconds(rule.acknowledge_minutes),
+            "update_seconds": _seconds(rule.update_minutes),
+        }
+        for severity, rule in incident_services.rules_for(project).items()
+    }

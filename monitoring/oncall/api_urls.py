@@ -10,6 +10,12 @@ urlpatterns = [
         api.EscalationPolicyDetail.as_view(),
         name="api-escalation-policy",
     ),
+    # The incidents' SLA clocks in seconds (stored by their severity policy).
+    path(
+        "projects/<slug:slug>/severity-policy/",
+        api.SeverityPolicyDetail.as_view(),
+        name="api-severity-policy",
+    ),
     path(
         "projects/<slug:slug>/notification-channels/",
         api.ChannelList.as_view(),

@@ -298,3 +298,43 @@ def test_bad_escalation_policies_are_a_400_and_change_nothing(api_client_for, pe
     assert list(EscalationLevel.objects.values_list("severity", "position", "wait_minutes")) == (
         before
     )
+
+
+def test_severity_policy_api_in_seconds(api_client_for, personas):
+    client = api_client_for(personas.admin)
+    got = client.get("/api/v1/projects/shop/severity-policy/").json()["policy"]
+    assert got["P1"] == {"acknowledge_seconds": 900, "update_seconds": 1800}
+    put = client.put(
+        "/api/v1/projects/shop/severity-policy/",
+        {"policy": {"P1": {"acknowledge_seconds": 120}}},
+        format="json",
+    )
+    assert put.status_code == 200, put.json()
+    assert put.json()["policy"]["P1"] == {"acknowledge_seconds": 120, "update_seconds": 1800}
+    for bad in ({"P9": {}}, {"P1": {"acknowledge_seconds": -60}}, {"P1": {"update_seconds": "x"}}):
+        response = client.put(
+            "/api/v1/projects/shop/severity-policy/", {"policy": bad}, format="json"
+        )
+        assert response.status_code == 400 and any(k.startswith("policy") for k in response.json())
+    assert client.get("/api/v1/projects/shop/severity-policy/").json()["policy"]["P1"] == {
+        "acknowledge_seconds": 120,
+        "update_seconds": 1800,
+    }
+    assert (
+        api_client_for(personas.lead)
+        .put("/api/v1/projects/shop/severity-policy/", {"policy": {"P1": {}}}, format="json")
+        .status_code
+        == 403
+    )
+
+
+def test_on_call_endpoints_are_in_the_openapi_schema(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").content.decode()
+    for path in (
+        "/api/v1/projects/{slug}/schedules/",
+        "/api/v1/projects/{slug}/oncall/",
+        "/api/v1/projects/{slug}/escalation-policy/",
+        "/api/v1/projects/{slug}/notification-channels/",
+        "/api/v1/projects/{slug}/severity-policy/",
+    ):
+        assert path in schema, path
