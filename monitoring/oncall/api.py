@@ -7,6 +7,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import Http404
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -294,3 +296,58 @@ def _severity_policy(project: Any) -> dict[str, dict[str, int | None]]:
         }
         for severity, rule in incident_services.rules_for(project).items()
     }
+
+
+# --- Overrides ---------------------------------------------------------------------------------
+
+
+class OverrideSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    user = serializers.CharField(help_text="Username of the member who covers.")
+    starts_at = serializers.DateTimeField(help_text="With its offset, e.g. 2026-03-24T18:00+01:00")
+    ends_at = serializers.DateTimeField()
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+
+    def to_representation(self, override: Any) -> dict[str, Any]:
+        return {
+            "id": override.pk,
+            "user": override.user.username,
+            "starts_at": override.starts_at.isoformat(),
+            "ends_at": override.ends_at.isoformat(),
+            "reason": override.reason,
+        }
+
+
+class OverrideList(APIView):
+    """Overrides of a schedule that have not ended; POST adds one (overlaps are refused)."""
+
+    def _schedule(self, project: Any, pk: int) -> Schedule:
+        schedule = Schedule.objects.filter(project=project, pk=pk).first()
+        if schedule is None:
+            raise Http404("No such schedule.")
+        return schedule
+
+    @extend_schema(responses={200: OverrideSerializer(many=True)})
+    def get(self, request, slug: str, pk: int):  # noqa: ANN001, ANN201
+        project, _ = project_for(request.user, slug)
+        schedule = self._schedule(project, pk)
+        rows = schedule.overrides.filter(ends_at__gt=timezone.now()).select_related("user")
+        return Response(OverrideSerializer(rows, many=True).data)
+
+    @extend_schema(request=OverrideSerializer, responses={201: OverrideSerializer})
+    def post(self, request, slug: str, pk: int):  # noqa: ANN001, ANN201
+        project, membership = project_for(request.user, slug, Membership.Role.ENGINEER)
+        schedule = self._schedule(project, pk)
+        serializer = OverrideSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        override = schedules.add_override(
+            request.user,
+            membership,
+            schedule,
+            username=data["user"],
+            starts_at=data["starts_at"],
+            ends_at=data["ends_at"],
+            reason=data["reason"],
+        )
+        return Response(OverrideSerializer(override).data, status=status.HTTP_201_CREATED)

@@ -4,6 +4,11 @@ from . import api
 
 urlpatterns = [
     path("projects/<slug:slug>/schedules/", api.ScheduleList.as_view(), name="api-schedules"),
+    path(
+        "projects/<slug:slug>/schedules/<int:pk>/overrides/",
+        api.OverrideList.as_view(),
+        name="api-schedule-overrides",
+    ),
     path("projects/<slug:slug>/oncall/", api.OnCallNow.as_view(), name="api-oncall"),
     path(
         "projects/<slug:slug>/escalation-policy/",

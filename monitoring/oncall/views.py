@@ -7,20 +7,25 @@ import calendar as calendar_module
 from collections import defaultdict
 from datetime import datetime, timedelta
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.http import Http404, HttpResponse, HttpResponseNotModified
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from releasecenter.access import membership_for, project_for
+from releasecenter.access import membership_for, project_for, require_role
+from releasecenter.models import Membership
 
+from ..incidents.models import Incident, TimelineEntry
 from ..lib import rotation as rot
 from . import escalation
 from . import schedules as schedule_services
 from . import status_page as pages
-from .models import ChannelMessage, DeliveryAttempt, NotificationChannel, Schedule
+from .models import ChannelMessage, DeliveryAttempt, NotificationChannel, Schedule, StatusPage
 
 RECENT_MESSAGES = 30
 
@@ -32,13 +37,13 @@ def oncall_index(request, slug: str):  # noqa: ANN001, ANN201
     request.project = project
     now = timezone.now()
     channels = list(NotificationChannel.objects.filter(project=project))
-    messages = list(
+    recent = list(
         ChannelMessage.objects.filter(project=project)
         .select_related("channel")
         .order_by("-created_at", "-id")[:RECENT_MESSAGES]
     )
     tries: dict[int, list[DeliveryAttempt]] = defaultdict(list)
-    for attempt in DeliveryAttempt.objects.filter(message__in=messages).order_by("number"):
+    for attempt in DeliveryAttempt.objects.filter(message__in=recent).order_by("number"):
         tries[attempt.message_id].append(attempt)
     return render(
         request,
@@ -48,7 +53,7 @@ def oncall_index(request, slug: str):  # noqa: ANN001, ANN201
             "membership": membership,
             "on_call": schedule_services.project_on_call(project, now),
             "channels": channels,
-            "deliveries": [(m, tries[m.pk]) for m in messages],
+            "deliveries": [(m, tries[m.pk]) for m in recent],
             "now": now,
         },
     )
@@ -86,6 +91,10 @@ def schedule_calendar(request, slug: str, schedule_id: int):  # noqa: ANN001, AN
             "handoff_day": calendar_module.day_name[schedule.handoff_weekday],
             "weeks": [[(day, by_day[day]) for day in week] for week in weeks],
             "members": [m.user for m in schedule.members.select_related("user")],
+            "project_members": [
+                m.user
+                for m in project.memberships.select_related("user").order_by("user__username")
+            ],
             "overrides": schedule.overrides.filter(ends_at__gt=timezone.now()).select_related(
                 "user"
             ),
@@ -151,3 +160,152 @@ def acknowledge_link(request, token: str):  # noqa: ANN001, ANN201
 
 def _refused(request, reason: str):  # noqa: ANN001, ANN202
     return render(request, "monitoring/oncall/link_refused.html", {"reason": reason}, status=403)
+
+
+# --- Forms: overrides, the status page's settings and what it shows of incidents -------------------
+
+
+def _local(value: str, zone, field: str) -> datetime:  # noqa: ANN001
+    try:
+        naive = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValidationError({field: "A date and time like 2026-03-24T18:00."}) from None
+    if naive.tzinfo is not None:
+        return naive
+    return naive.replace(tzinfo=zone)
+
+
+def _say_errors(request, exc: ValidationError) -> None:  # noqa: ANN001
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+    else:
+        messages.error(request, " ".join(exc.messages))
+
+
+@login_required
+@require_POST
+def override_add(request, slug: str, schedule_id: int):  # noqa: ANN001, ANN201
+    project, membership = project_for(request.user, slug, Membership.Role.ENGINEER)
+    schedule = Schedule.objects.filter(project=project, pk=schedule_id).first()
+    if schedule is None:
+        raise Http404("No such schedule.")
+    zone = rot.parse_time_zone(schedule.time_zone)
+    try:
+        schedule_services.add_override(
+            request.user,
+            membership,
+            schedule,
+            username=request.POST.get("user", ""),
+            starts_at=_local(request.POST.get("starts_at", ""), zone, "starts_at"),
+            ends_at=_local(request.POST.get("ends_at", ""), zone, "ends_at"),
+            reason=request.POST.get("reason", ""),
+        )
+    except ValidationError as exc:
+        _say_errors(request, exc)
+    else:
+        messages.success(request, "Override added.")
+    return redirect("oncall-calendar", slug=project.slug, schedule_id=schedule.pk)
+
+
+def _groups_text(page: StatusPage | None) -> str:
+    if page is None:
+        return ""
+    return "\n".join(
+        f"{group.name}: {', '.join(sorted(s.name for s in group.services.all()))}"
+        for group in page.groups.prefetch_related("services")
+    )
+
+
+def _parse_groups(text: str) -> list[dict]:
+    groups = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, sep, services = line.partition(":")
+        if not sep:
+            raise ValidationError({"groups": f"Line {n}: write 'Group name: service, service'."})
+        groups.append(
+            {
+                "name": name.strip(),
+                "services": [s.strip() for s in services.split(",") if s.strip()],
+            }
+        )
+    return groups
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def status_settings(request, slug: str):  # noqa: ANN001, ANN201
+    """The public status page's settings (admins) and what it shows of incidents (leads publish
+    an incident under a public title; authors make their own updates public)."""
+    project, membership = project_for(request.user, slug)
+    request.project = project
+    page = StatusPage.objects.filter(project=project).select_related("environment").first()
+    if request.method == "POST":
+        action = request.POST.get("action")
+        try:
+            if action == "settings":
+                require_role(membership, Membership.Role.ADMIN)
+                pages.configure(
+                    request.user,
+                    membership,
+                    enabled=request.POST.get("enabled") == "on",
+                    title=request.POST.get("title", ""),
+                    environment=request.POST.get("environment") or None,
+                    groups=_parse_groups(request.POST.get("groups", "")),
+                )
+                messages.success(request, "Status page saved.")
+            elif action == "publish":
+                incident = Incident.objects.filter(
+                    project=project, pk=request.POST.get("incident") or 0
+                ).first()
+                if incident is None:
+                    raise Http404("No such incident.")
+                pages.publish_incident(
+                    request.user, membership, incident, title=request.POST.get("title", "")
+                )
+                messages.success(request, f"{incident.reference} is on the status page.")
+            elif action == "update":
+                entry = TimelineEntry.objects.filter(
+                    incident__project=project, pk=request.POST.get("entry") or 0
+                ).first()
+                if entry is None:
+                    raise Http404("No such entry.")
+                pages.mark_update_public(request.user, membership, entry)
+                messages.success(request, "The update is public.")
+        except ValidationError as exc:
+            _say_errors(request, exc)
+        return redirect("oncall-status-settings", slug=project.slug)
+    since = timezone.now() - timedelta(days=pages.DAYS)
+    incidents = list(
+        Incident.objects.filter(project=project)
+        .filter(Q(status__in=Incident.OPEN_STATUSES) | Q(started_at__gte=since))
+        .select_related("public")
+        .order_by("-started_at")[:30]
+    )
+    my_updates = list(
+        TimelineEntry.objects.filter(
+            incident__in=incidents,
+            author=request.user,
+            source=TimelineEntry.Source.PERSON,
+            kind=TimelineEntry.Kind.UPDATE,
+        )
+        .select_related("incident", "public")
+        .order_by("-occurred_at")[:50]
+    )
+    return render(
+        request,
+        "monitoring/oncall/status_settings.html",
+        {
+            "project": project,
+            "membership": membership,
+            "page": page,
+            "groups_text": _groups_text(page),
+            "environments": list(project.environments.all()),
+            "incidents": incidents,
+            "my_updates": my_updates,
+            "can_admin": membership.has_role(Membership.Role.ADMIN),
+            "can_publish": membership.has_role(Membership.Role.LEAD),
+        },
+    )

@@ -338,3 +338,31 @@ def test_on_call_endpoints_are_in_the_openapi_schema(client):
         "/api/v1/projects/{slug}/severity-policy/",
     ):
         assert path in schema, path
+
+
+def test_a_new_incident_pages_level_one_through_a_real_worker(celery_worker, personas):
+    """No beat needed for the first page: opening the incident queues a tick for it."""
+    import time
+
+    from django.db import transaction
+
+    setup_policy(personas)
+    with transaction.atomic():
+        incident = open_p1(personas, "Search is down")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not EscalationPage.objects.filter(incident=incident):
+        time.sleep(0.2)
+    assert pages(incident) == [(1, [pages_expected_on_call(personas)])]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not ChannelMessage.objects.filter(incident_id=incident.pk).exclude(status="sent"):
+            break
+        time.sleep(0.2)
+    assert set(
+        ChannelMessage.objects.filter(incident_id=incident.pk).values_list("status", flat=True)
+    ) == {"sent"}
+
+
+def pages_expected_on_call(personas) -> str:  # noqa: ANN001
+    [now] = schedules.project_on_call(personas.project)
+    return now.user.username

@@ -232,3 +232,22 @@ def test_overview_and_calendar_show_who_is_on_call(client, personas):
     assert "30 Mar 09:00–06 Apr 09:00" in calendar
     client.force_login(personas.outsider)
     assert client.get(f"/p/shop/oncall/schedules/{schedule.pk}/").status_code == 404
+
+
+def test_override_api(api_client_for, personas):
+    schedule = make_schedule(personas)
+    client = api_client_for(personas.member)
+    url = f"/api/v1/projects/shop/schedules/{schedule.pk}/overrides/"
+    body = {
+        "user": "mia-member",
+        "starts_at": "2026-03-24T18:00+01:00",
+        "ends_at": "2026-03-25T09:00+01:00",
+    }
+    with time_machine.travel(berlin(2026, 3, 20, 12)):
+        created = client.post(url, body, format="json")
+        assert created.status_code == 201, created.json()
+        overlapping = client.post(url, {**body, "user": "liam-lead"}, format="json")
+        assert overlapping.status_code == 400 and "starts_at" in overlapping.json()
+        assert [o["user"] for o in client.get(url).json()] == ["mia-member"]
+    assert api_client_for(personas.outsider).post(url, body, format="json").status_code == 404
+    assert ScheduleOverride.objects.count() == 1
