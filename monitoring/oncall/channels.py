@@ -312,7 +312,8 @@ def deliver(message_id: int) -> bool:
         error, status_code = str(exc), exc.status_code
     except Exception as exc:  # noqa: BLE001 - any failure of a sender is a failed try, recorded
         error = type(exc).__name__
-        logger.exception("delivery of message %s raised", message.pk)
+        # The type only: an exception's text or traceback might carry a URL or a secret.
+        logger.error("delivery of message %s raised %s", message.pk, error)
     now = timezone.now()
     ok = not error
     final = ok or message.attempts >= MAX_ATTEMPTS
@@ -390,7 +391,7 @@ def _post(channel: NotificationChannel, body: bytes, headers: dict[str, str]) ->
         response = monitoring.run_async(post)
     except SSRFBlocked as exc:
         raise DeliveryError(f"refused by the address guard ({exc.decision.rule})") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         # Never the URL in the message: it may be the credential.
         raise DeliveryError(type(exc).__name__) from None
     if response.status_code >= 300:

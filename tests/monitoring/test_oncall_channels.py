@@ -176,7 +176,7 @@ def test_bad_channels_are_a_400_naming_the_field_and_write_nothing(
 
 
 def test_a_failing_channel_records_every_try_and_shows_on_the_project_page(
-    api_client_for, personas, client
+    api_client_for, personas, client, caplog
 ):
     allow(personas.staging)
     with Receiver(status=503) as down:
@@ -193,6 +193,7 @@ def test_a_failing_channel_records_every_try_and_shows_on_the_project_page(
         )
         results = [channels.deliver(message.pk) for _ in range(channels.MAX_ATTEMPTS + 1)]
     assert results == [False] * (channels.MAX_ATTEMPTS - 1) + [True, True]
+    assert "HTTP 503" in caplog.text and down.url() not in caplog.text and SECRET not in caplog.text
     tries = list(DeliveryAttempt.objects.order_by("number"))
     assert [(t.number, t.status_code, t.ok) for t in tries] == [
         (n, 503, False) for n in range(1, channels.MAX_ATTEMPTS + 1)
