@@ -17,4 +17,5 @@ urlpatterns = [
     path("suites/<int:pk>/run", api.RunSuite.as_view(), name="api-suite-run"),
     path("suites/<int:pk>/results/", api.SuiteResults.as_view(), name="api-suite-results"),
     path("", include("monitoring.incidents.api_urls")),
+    path("", include("monitoring.oncall.api_urls")),
 ]

@@ -67,6 +67,13 @@ class MonitoringConfig(AppConfig):
         from . import metrics
 
         metrics.register()
+        # On-call: its tasks live beside it (the worker must import them to know them); a new
+        # incident pages level 1 at once instead of at the next beat.
+        from .oncall import demo as oncall_demo
+        from .oncall import tasks as oncall_tasks
+
+        demo.register(oncall_demo.seed_demo)
+        events.listen("incident", oncall_tasks.on_incident_event)
         try:
             from checklists import automation
         except ImportError:  # the checklists app predates automated items

@@ -447,3 +447,21 @@ def new_token() -> uuid.UUID:
 
 # Incident response lives in its own module; importing it here registers its models.
 from .incidents.models import *  # noqa: E402, F403
+
+# On-call, channels and the status page live in their own module; imported here so that the
+# app's migrations and admin find them.
+from .oncall.models import (  # noqa: E402, F401
+    ChannelMessage,
+    DeliveryAttempt,
+    EscalationLevel,
+    EscalationPage,
+    NotificationChannel,
+    PublicIncident,
+    PublicUpdate,
+    Schedule,
+    ScheduleMember,
+    ScheduleOverride,
+    StatusDay,
+    StatusGroup,
+    StatusPage,
+)

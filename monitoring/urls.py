@@ -23,4 +23,5 @@ urlpatterns = [
         name="target-delete",
     ),
     path("", include("monitoring.incidents.urls")),
+    path("oncall/", include("monitoring.oncall.urls")),
 ]

@@ -48,4 +48,15 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "task": "deployments.tasks.reap_deployments",
         "schedule": 15.0,
     },
+    # On-call: page what is due (level 1 of new incidents, the next level after a missed
+    # acknowledge SLA). Its name routes it to the notifications queue.
+    "oncall-escalation-tick": {
+        "task": "monitoring.oncall.tasks.escalation_tick",
+        "schedule": 10.0,
+    },
+    # On-call: the public status pages' day bars (today and yesterday) from the daily rollups.
+    "oncall-refresh-status-days": {
+        "task": "monitoring.oncall.tasks.refresh_status_days",
+        "schedule": 300.0,
+    },
 }

@@ -63,6 +63,23 @@ if RELEASECENTER_ENCRYPTION_KEY:
 
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
+# Where people reach this site: links in pages sent by e-mail or webhook (acknowledge links).
+RELEASECENTER_URL = env.str("RELEASECENTER_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Mail (pages, check notifications): SMTP when EMAIL_HOST is set; otherwise each message is
+# printed to the worker's log (the console backend), which is what the demo shows.
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=True)
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = env.str(
+    "DEFAULT_FROM_EMAIL", default="Release Center <releasecenter@localhost>"
+)
 
 # --- Applications ---------------------------------------------------------------------------------
 INSTALLED_APPS = [

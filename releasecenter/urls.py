@@ -39,6 +39,7 @@ urlpatterns = [
     path("p/<slug:slug>/", include("checklists.urls")),
     path("p/<slug:slug>/", include("deployments.urls")),
     path("p/<slug:slug>/", include("monitoring.urls")),
+    path("", include("monitoring.oncall.public_urls")),
     path("events/stream", stream.event_stream, name="events-stream"),
     path("health", health.health_view, name="health"),
     path("metrics", metrics.metrics_view, name="metrics"),
