@@ -12,10 +12,9 @@ same targets. Nothing in this module is used at run time.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
-import ssl as ssl_module
+import socket
 import sys
 import threading
 import time
@@ -280,7 +279,8 @@ class SpyBackend(httpcore.AsyncNetworkBackend):
     Used as the guard's inner backend, its `attempts` list is the proof that a refused
     destination was never tried. A non-loopback attempt is recorded and refused here as well, so
     a broken guard makes a test fail rather than reach the network. It serves both clients:
-    httpcore calls `connect_tcp` (httpx, `make_client`), `monitoring.lib.http1` calls `dial`.
+    httpcore calls `connect_tcp` (httpx, `make_client`); the check engine (aiohttp) and TCP
+    probes call `socket_factory`.
     """
 
     def __init__(self) -> None:
@@ -307,21 +307,15 @@ class SpyBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("test spy refuses unix sockets")
 
-    async def dial(
-        self,
-        host: str,
-        port: int,
-        protocol_factory: Callable[[], asyncio.Protocol],
-        *,
-        ssl: ssl_module.SSLContext | None,
-        server_hostname: str | None,
-    ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+    def socket_factory(self, addr_info: Any) -> socket.socket:
+        """aiohttp's connector (the check engine) and TCP probes ask this for each socket
+        they connect: the socket layer under the guard."""
+        family, type_, proto, _, sockaddr = addr_info
+        host, port = sockaddr[0], sockaddr[1]
         self.attempts.append((host, port))
         if not _is_loopback(host):
             raise ConnectionRefusedError(f"test spy refused a non-loopback connect to {host}")
-        return await asyncio.get_running_loop().create_connection(
-            protocol_factory, host, port, ssl=ssl, server_hostname=server_hostname
-        )
+        return socket.socket(family=family, type=type_, proto=proto)
 
     async def sleep(self, seconds: float) -> None:
         await self._real.sleep(seconds)
