@@ -73,6 +73,17 @@ class CheckSerializer(serializers.ModelSerializer):
     assertions = AssertionsField(
         required=False, help_text="Omitted: the status must be 200 or 204."
     )
+    probe = serializers.ChoiceField(
+        choices=Check.Probe.choices,
+        default=Check.Probe.HTTP,
+        help_text='"http" (a request), or "tcp" (url tcp://host:port; `body` is sent as a line '
+        "and `expect` is a regex the reply must match).",
+    )
+    expect = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+    certificate = serializers.SerializerMethodField(
+        help_text="HTTPS: the certificate the target last served (not_after, issuer, names, "
+        "tls_version), or null."
+    )
     resolved_url = serializers.CharField(read_only=True)
     suite = serializers.IntegerField(source="parent_id", read_only=True, allow_null=True)
     kind = serializers.CharField(read_only=True, help_text='"check" or "suite".')
@@ -83,6 +94,7 @@ class CheckSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "kind",
+            "probe",
             "suite",
             "environment",
             "service",
@@ -90,6 +102,8 @@ class CheckSerializer(serializers.ModelSerializer):
             "method",
             "url",
             "resolved_url",
+            "expect",
+            "certificate",
             "headers",
             "secret_headers",
             "secret_header_names",
@@ -131,6 +145,16 @@ class CheckSerializer(serializers.ModelSerializer):
         super().__init__(*args, **kwargs)
         if project is not None:
             self.fields["environment"].queryset = project.environments.all()
+
+    def get_certificate(self, check: Check) -> dict[str, Any] | None:
+        if check.cert_not_after is None:
+            return None
+        return {
+            "not_after": check.cert_not_after.isoformat(),
+            "issuer": check.cert_issuer,
+            "names": check.cert_names,
+            "tls_version": check.tls_version,
+        }
 
     def service_arguments(self) -> dict[str, Any]:
         data = dict(self.validated_data)
@@ -289,6 +313,20 @@ class EnvironmentMonitoringSerializer(serializers.ModelSerializer):
         write_only=True, required=False, allow_blank=True, help_text="Never returned."
     )
     webhook_set = serializers.SerializerMethodField()
+    proxy_url = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        help_text="http://host:port of a proxy for this environment's HTTP checks (admins); "
+        "judged by the address guard. Never returned: see `proxy`.",
+    )
+    proxy = serializers.CharField(source="proxy_origin", read_only=True)
+    client_certificate = serializers.CharField(
+        required=False, allow_blank=True, help_text="PEM certificate for mutual TLS."
+    )
+    client_key = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, help_text="PEM key. Never returned."
+    )
 
     class Meta:
         model = EnvironmentMonitoring
@@ -299,6 +337,10 @@ class EnvironmentMonitoringSerializer(serializers.ModelSerializer):
             "contact_emails",
             "webhook_url",
             "webhook_set",
+            "proxy_url",
+            "proxy",
+            "client_certificate",
+            "client_key",
             "updated_at",
         ]
         read_only_fields = ["updated_at"]
@@ -489,7 +531,7 @@ class EnvironmentMonitoringDetail(APIView):
             changes["allow_list"] = "\n".join(data["allow_entries"])
         if "emails" in data:
             changes["contact_emails"] = "\n".join(data["emails"])
-        for key in ("allow_public", "webhook_url"):
+        for key in ("allow_public", "webhook_url", "proxy_url", "client_certificate", "client_key"):
             if key in data:
                 changes[key] = data[key]
         row = services.update_environment_monitoring(

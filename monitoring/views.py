@@ -28,7 +28,7 @@ from releasecenter.access import object_for, project_for
 from releasecenter.models import Environment, Membership
 from releasecenter.services import Conflict
 
-from . import forms, selectors, services
+from . import forms, probes, selectors, services
 from .models import Check, PerformanceTarget, result_retention_days
 
 GRID_PAGE_SIZE = 25
@@ -311,6 +311,9 @@ def health_index(request, slug: str):  # noqa: ANN001, ANN201
         "rows": rows,
         "page": page,
         "suites": suites,
+        "expiring_certificates": probes.expiring_certificates(
+            Check.objects.filter(project=project)
+        )[:50],
         "targets": targets,
         "can_edit": membership.has_role(Membership.Role.ENGINEER),
         "has_checks": any(cell.checks for row in rows for cell in row.cells) or bool(suites),

@@ -223,18 +223,24 @@ def certificate_info(der: bytes, version: str) -> TLSInfo:
     )
 
 
-def _tls_of(response: aiohttp.ClientResponse) -> TLSInfo | None:
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    if transport is None:
-        return None
-    ssl_object = transport.get_extra_info("ssl_object")
-    if ssl_object is None:
-        return None
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
-        return None
-    return certificate_info(der, ssl_object.version() or "")
+class _CheckResponse(aiohttp.ClientResponse):
+    """A response that notes the TLS certificate and version of the connection it came on.
+
+    aiohttp hands a small answer's connection back to the pool before the caller sees the
+    response, so `response.connection` is already gone by then; `start(connection)` (given as
+    the session's `response_class`) is where the connection is still ours.
+    """
+
+    tls: TLSInfo | None = None
+
+    async def start(self, connection: Any) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is not None:
+            der = ssl_object.getpeercert(binary_form=True)
+            if der:
+                self.tls = certificate_info(der, ssl_object.version() or "")
+        return await super().start(connection)
 
 
 def _ssl_context(trust: str | None, client_certificate: ClientCertificate | None) -> ssl.SSLContext:
@@ -337,6 +343,7 @@ class CheckRunner:
                 timeout=aiohttp.ClientTimeout(total=None),
                 headers={"User-Agent": USER_AGENT, "Accept": "*/*"},
                 auto_decompress=True,
+                response_class=_CheckResponse,
             )
             self.sessions[key] = session
         return session
@@ -477,7 +484,7 @@ class CheckRunner:
                     continue
                 if spec.follow_redirects and response.status in REDIRECT_CODES and location:
                     raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects, last to {url}")
-                tls = _tls_of(response)
+                tls = getattr(response, "tls", None)
                 content, truncated = await _read_capped(response.content, self.max_body_bytes)
                 latency_ms = round((time.perf_counter() - started) * 1000, 3)
                 return Response(

@@ -464,6 +464,11 @@ class AddressPolicy:
         port = parsed.port or DEFAULT_PORTS[parsed.scheme]
         return self._check_host(parsed.host, port)
 
+    def check_host(self, host: str, port: int) -> Decision:
+        """The verdict on a host (name or literal) and port, every address it resolves to
+        judged: for destinations that are not http(s) URLs (TCP probes, proxies)."""
+        return self._check_host(host, port)
+
     def _check_host(self, host: str, port: int) -> Decision:
         literal = parse_host_literal(host)
         name = None if literal is not None else host

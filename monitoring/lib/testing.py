@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -192,7 +193,9 @@ class TargetServer:
     request it receives, and counts requests in flight and TCP connections open at once.
     """
 
-    def __init__(self, routes: dict[str, Route] | None = None) -> None:
+    def __init__(
+        self, routes: dict[str, Route] | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.routes: dict[str, Route] = {
             "/ok": _ok,
             "/slow": _slow,
@@ -218,6 +221,13 @@ class TargetServer:
         self._in_flight_lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
+        self.scheme = "http"
+        if tls is not None:
+            # HTTPS: every accepted connection does its handshake in its handler's thread.
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.scheme = "https"
         self.port: int = self._server.server_address[1]
         # A short poll interval keeps stop() (and so every test's teardown) quick.
         self._thread = threading.Thread(
@@ -247,7 +257,7 @@ class TargetServer:
             return {r.client_port for r in self.requests}
 
     def url(self, path: str = "/ok") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def start(self) -> TargetServer:
         self._thread.start()
