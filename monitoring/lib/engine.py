@@ -243,7 +243,10 @@ class _CheckResponse(aiohttp.ClientResponse):
         return await super().start(connection)
 
 
+@lru_cache(maxsize=64)
 def _ssl_context(trust: str | None, client_certificate: ClientCertificate | None) -> ssl.SSLContext:
+    """certifi's roots (plus `trust`) and the client certificate, built once per process per
+    combination: loading the CA bundle costs ~30 ms, and a worker makes sessions per batch."""
     context = ssl.create_default_context(cafile=certifi.where())
     if trust:
         context.load_verify_locations(cadata=trust)
@@ -316,6 +319,9 @@ class CheckRunner:
         self.trust = trust
         self.inner_backend = inner_backend
         self.sessions: dict[tuple[AddressPolicy, ClientCertificate | None], Any] = {}
+        # IP-literal hosts a policy allowed: a literal's verdict cannot change, and judging one
+        # costs more than the rest of a pooled request's bookkeeping.
+        self._allowed_literals: set[tuple[AddressPolicy, str, int]] = set()
 
     def session_for(
         self, policy: AddressPolicy, client_certificate: ClientCertificate | None = None
@@ -364,6 +370,12 @@ class CheckRunner:
         if slot is None:
             slot = self.host_slots[origin] = asyncio.Semaphore(self.per_host_limit)
         return slot
+
+    def _judge_literal(self, policy: AddressPolicy, url: URL) -> None:
+        key = (policy, url.raw_host or "", url.port or 0)
+        if key not in self._allowed_literals:
+            judge_literal(policy, key[1], key[2])
+            self._allowed_literals.add(key)
 
     def _failed(self, spec: CheckSpec, error: str, started_at: datetime) -> CheckResult:
         return CheckResult(spec.id, False, None, None, [], error, "", started_at)
@@ -445,9 +457,9 @@ class CheckRunner:
         for hop in range(MAX_REDIRECTS + 1):
             # aiohttp connects to IP literals without asking the resolver: judge them here,
             # every hop, before anything is sent. Names are judged by the resolver at connect.
-            judge_literal(policy, url.raw_host or "", url.port or 0)
+            self._judge_literal(policy, url)
             if proxy is not None:
-                judge_literal(policy, proxy.raw_host or "", proxy.port or 0)
+                self._judge_literal(policy, proxy)
             async with session.request(
                 method,
                 url,
