@@ -136,6 +136,7 @@ class Check(models.Model):
     class Probe(models.TextChoices):
         HTTP = "http", "HTTP"
         TCP = "tcp", "TCP port"
+        HEARTBEAT = "heartbeat", "Heartbeat (pinged by a job)"
 
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHECK)
     # What a plain check does: an HTTP request, or a TCP connect to url "tcp://host:port"
@@ -187,6 +188,18 @@ class Check(models.Model):
     cert_names = models.JSONField(default=list, blank=True)
     tls_version = models.CharField(max_length=10, blank=True, default="")
 
+    # Heartbeats (probe "heartbeat"): a job pings /ping/<ping_key>; the check is late when no
+    # ping came by heartbeat_due_at (the next expected ping plus the grace). Expected every
+    # heartbeat_period_seconds, or at the times of heartbeat_cron in heartbeat_timezone.
+    ping_key = models.UUIDField(null=True, blank=True, unique=True)
+    heartbeat_period_seconds = models.PositiveIntegerField(null=True, blank=True)
+    heartbeat_grace_seconds = models.PositiveIntegerField(null=True, blank=True)
+    heartbeat_cron = models.CharField(max_length=100, blank=True, default="")
+    heartbeat_timezone = models.CharField(max_length=64, blank=True, default="UTC")
+    last_ping_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_due_at = models.DateTimeField(null=True, blank=True)
+
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -214,6 +227,11 @@ class Check(models.Model):
                 condition=Q(enabled=True, interval_seconds__isnull=False, parent__isnull=True),
             ),
             models.Index(fields=["project", "environment", "service"], name="check_grid"),
+            models.Index(
+                fields=["heartbeat_due_at"],
+                name="check_heartbeat_due",
+                condition=Q(probe="heartbeat", enabled=True, heartbeat_due_at__isnull=False),
+            ),
             models.Index(
                 fields=["cert_not_after"],
                 name="check_cert_expiry",
@@ -289,6 +307,8 @@ class CheckResult(models.Model):
         API = "api", "API"
         DEPLOYMENT = "deployment", "Deployment"
         CHECKLIST = "checklist", "Checklist item"
+        PING = "ping", "Ping"
+        LATE = "late", "Ping overdue"
 
     # Indexed by result_check_time, whose first column it is.
     health_check = models.ForeignKey(

@@ -105,6 +105,10 @@ def check_http_fields(check: Check) -> None:
                 )
     elif check.expect:
         raise ValidationError({"expect": "Only a TCP check waits for a reply pattern."})
+    if check.probe != Check.Probe.HEARTBEAT:
+        for name in ("heartbeat_period_seconds", "heartbeat_cron"):
+            if getattr(check, name):
+                raise ValidationError({name: "Only a heartbeat check has a ping schedule."})
 
 
 # --- the environment's transport ---------------------------------------------------------------

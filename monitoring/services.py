@@ -52,7 +52,7 @@ from releasecenter.crypto import DecryptionError
 from releasecenter.models import Environment, Membership, Project, Service
 from releasecenter.services import Conflict
 
-from . import probes
+from . import heartbeats, probes
 from .lib.assertions import (
     AssertionSpecError,
     Failure,
@@ -375,6 +375,10 @@ CHECK_FIELDS = [
     "name",
     "probe",
     "expect",
+    "heartbeat_period_seconds",
+    "heartbeat_grace_seconds",
+    "heartbeat_cron",
+    "heartbeat_timezone",
     "method",
     "url",
     "headers",
@@ -460,6 +464,15 @@ def _apply_fields(check: Check, fields: dict[str, Any]) -> None:
             value = probes.clean_probe(value)
         elif key == "expect":
             value = probes.clean_expect(value)
+        elif key in ("heartbeat_period_seconds", "heartbeat_grace_seconds"):
+            try:
+                value = None if value in (None, "") else int(value)
+            except (TypeError, ValueError):
+                raise ValidationError({key: "Give a whole number of seconds."}) from None
+        elif key in ("heartbeat_cron", "heartbeat_timezone"):
+            if not isinstance(value, str | type(None)) or len(value or "") > 100:
+                raise ValidationError({key: "Give text of 100 characters at most."})
+            value = (value or "").strip()
         elif key == "interval_seconds" and value in ("", 0):
             value = None
         setattr(check, key, value)
@@ -477,6 +490,10 @@ def _validate_destination(check: Check) -> None:
     if check.is_suite:
         return
     probes.check_http_fields(check)
+    if check.probe == Check.Probe.HEARTBEAT:
+        heartbeats.validate(check)
+        heartbeats.prepare(check, timezone.now())
+        return
     if check.probe == Check.Probe.TCP:
         probes.validate_tcp_destination(policy_for(check.environment), check.url)
         return
@@ -779,6 +796,10 @@ class Outcome:
             )
         if self.check.probe == Check.Probe.TCP:
             return f"TCP connected{latency}"
+        if self.check.probe == Check.Probe.HEARTBEAT:
+            return "ping received" + (
+                f", job took {self.latency_ms / 1000:.1f} s" if latency else ""
+            )
         return f"HTTP {self.status_code}{latency}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -842,6 +863,9 @@ def _spec_for(
 ) -> _Plan:
     plan = _Plan(check=check, policy=policy, transport=transport)
     proxy, certificate, problem = transport
+    if check.probe == Check.Probe.HEARTBEAT:
+        plan.problem = "a heartbeat check is pinged by its job; there is nothing to run"
+        return plan
     if problem and check.probe == Check.Probe.HTTP:
         plan.problem = problem
         return plan
@@ -1063,7 +1087,13 @@ def load_checks(ids: Iterable[int]) -> list[Check]:
     of 200 checks has a handful of environments, and select_related would build every one of
     them 200 times (a third of the time a worker spent loading a batch).
     """
-    checks = list(Check.objects.filter(pk__in=list(ids), parent__isnull=True).order_by("pk"))
+    return with_related(
+        list(Check.objects.filter(pk__in=list(ids), parent__isnull=True).order_by("pk"))
+    )
+
+
+def with_related(checks: list[Check]) -> list[Check]:
+    """Attach environments (with monitoring settings), projects and services, each loaded once."""
     if not checks:
         return checks
     environments = Environment.objects.select_related("monitoring").in_bulk(
@@ -1378,6 +1408,11 @@ def _record(outcomes: Sequence[Outcome], *, trigger: str, actor: Any = None) -> 
                         "trigger": trigger,
                     },
                 )
+
+
+def record(outcomes: Sequence[Outcome], *, trigger: str, actor: Any = None) -> None:
+    """Store outcomes produced outside a run (heartbeat pings and lateness) like run results."""
+    _record(outcomes, trigger=trigger, actor=actor)
 
 
 def _move_state(outcome: Outcome, old: str, now: datetime) -> None:
