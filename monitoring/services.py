@@ -1069,7 +1069,8 @@ def run_units(
     a running event loop. ``inner_backend`` is for tests: the socket layer under the guard;
     ``trust``: extra CA certificates (PEM) to trust besides certifi's roots.
     """
-    checks = [c for c in checks if not c.is_step]
+    # Heartbeat checks are pinged by their jobs: running one would only record a false failure.
+    checks = [c for c in checks if not c.is_step and c.probe != Check.Probe.HEARTBEAT]
     if not checks:
         return []
     plans = _plan(checks)
@@ -1568,6 +1569,8 @@ def request_run(actor: Any, membership: Membership, check: Check) -> uuid.UUID:
     require_role(membership, Membership.Role.ENGINEER)
     if check.project_id != membership.project_id or check.is_step:
         raise ValidationError("Run the suite this step belongs to.")
+    if check.probe == Check.Probe.HEARTBEAT:
+        raise ValidationError("A heartbeat check is pinged by its job; there is nothing to run.")
     token = uuid.uuid4()
     with transaction.atomic():
         Check.objects.filter(pk=check.pk).update(run_request_token=token)

@@ -28,7 +28,7 @@ from releasecenter.access import object_for, project_for
 from releasecenter.models import Environment, Membership
 from releasecenter.services import Conflict
 
-from . import forms, probes, selectors, services
+from . import forms, heartbeats, probes, selectors, services
 from .models import Check, PerformanceTarget, result_retention_days
 
 GRID_PAGE_SIZE = 25
@@ -402,6 +402,10 @@ def check_detail(request, slug: str, check_id: int):  # noqa: ANN001, ANN201
     if request.htmx:
         return render(request, "monitoring/_check_live.html", context)
     context["last_event_id"] = events.stream_cursor(check.topic)
+    if check.probe == Check.Probe.HTTP:
+        context["proxy"] = probes.environment_proxy(check.environment)
+    elif check.probe == Check.Probe.HEARTBEAT and check.ping_key:
+        context["ping_url"] = request.build_absolute_uri(heartbeats.ping_path(check))
     return render(request, "monitoring/check_detail.html", context)
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import time_machine
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from monitoring import heartbeats, services
@@ -100,10 +101,25 @@ def test_bad_heartbeat_fields_are_400s_naming_the_field(api_client_for, personas
     assert not Check.objects.exists()
 
 
-def test_a_heartbeat_check_cannot_be_run_like_a_request(personas):
+def test_a_heartbeat_check_cannot_be_run_like_a_request(api_client_for, personas):
     check = heartbeat(personas)
-    [outcome] = services.run_units([check], trigger="manual")
-    assert not outcome.passed and "pinged by its job" in outcome.error
+    assert services.run_units([check], trigger="manual") == []
+    with pytest.raises(ValidationError, match="pinged by its job"):
+        services.request_run(personas.member, personas.membership(personas.member), check)
+    assert not CheckResult.objects.exists()
+    check.refresh_from_db()
+    assert check.status == Check.Status.UNKNOWN
+
+
+def test_the_check_page_shows_the_ping_url_and_schedule(client, personas):
+    check = heartbeat(personas, heartbeat_cron="0 3 * * *", heartbeat_timezone="Europe/Berlin")
+    client.force_login(personas.viewer)
+    html = client.get(f"/p/shop/health/checks/{check.pk}/").content.decode()
+    assert f"http://testserver/ping/{check.ping_key}" in html
+    assert "<code>0 3 * * *</code> (Europe/Berlin)" in html
+    assert "Run now" not in html
+    client.force_login(personas.outsider)
+    assert client.get(f"/p/shop/health/checks/{check.pk}/").status_code == 404
 
 
 # --- lateness --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.test import Client
 import time_machine
 from django.conf import settings
 from django.utils import timezone
@@ -169,6 +170,12 @@ def test_environment_proxy_is_judged_stored_encrypted_and_shown(api_client_for, 
         assert "secret" not in cursor.fetchone()[0]
     event = AuditEvent.objects.filter(verb="environment.monitoring_updated").last()
     assert "secret" not in str(event.after) and event.after["proxy"] == "http://127.0.0.1:3128"
+    # The check page says the environment's checks go through the proxy (not its password).
+    check = make_check(personas, "http://127.0.0.1:9/health", name="via proxy")
+    browser = Client()
+    browser.force_login(personas.member)
+    html = browser.get(f"/p/shop/health/checks/{check.pk}/").content.decode()
+    assert "via proxy <code>http://127.0.0.1:3128</code>" in html and "secret" not in html
     # A lead may change contacts but not the proxy.
     lead = api_client_for(personas.lead)
     assert lead.patch(url, {"proxy_url": ""}, format="json").status_code == 403
