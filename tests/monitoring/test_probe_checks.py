@@ -10,9 +10,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.test import Client
 import time_machine
 from django.conf import settings
+from django.test import Client
 from django.utils import timezone
 
 from monitoring import probes, services
