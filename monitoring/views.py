@@ -600,6 +600,7 @@ def environment_monitoring(request, slug: str, name: str):  # noqa: ANN001, ANN2
             "allow_list": row.allow_list,
             "allow_public": row.allow_public,
             "contact_emails": row.contact_emails,
+            "client_certificate": row.client_certificate,
         },
         prefix="env",
     )
@@ -611,8 +612,8 @@ def environment_monitoring(request, slug: str, name: str):  # noqa: ANN001, ANN2
         if action == "settings":
             settings_form = forms.EnvironmentMonitoringForm(request.POST, prefix="env")
             if not is_admin:
-                settings_form.fields["allow_list"].disabled = True
-                settings_form.fields["allow_public"].disabled = True
+                for admin_only in ("allow_list", "allow_public", "proxy_url", "clear_proxy"):
+                    settings_form.fields[admin_only].disabled = True
             if settings_form.is_valid():
                 try:
                     services.update_environment_monitoring(

@@ -195,3 +195,39 @@ def test_client_certificate_must_match_its_key(api_client_for, personas):
     assert "client_key" not in saved.json()
     row = EnvironmentMonitoring.objects.get(environment=personas.staging)
     assert row.client_key == key.strip()
+
+
+def test_the_environment_page_sets_a_proxy_for_admins_only(client, personas):
+    page = "/p/shop/health/environments/staging/"
+    client.force_login(personas.admin)
+    refused = client.post(
+        page, {"action": "settings", "env-proxy_url": "http://127.0.0.1:3128"}
+    ).content.decode()
+    assert "rule: loopback" in refused
+    saved = client.post(
+        page,
+        {
+            "action": "settings",
+            "env-allow_list": "127.0.0.1",
+            "env-allow_public": "on",
+            "env-proxy_url": "http://ops:hunter2@127.0.0.1:3128",
+        },
+    )
+    assert saved.status_code == 302
+    html = client.get(page).content.decode()
+    assert "Checks go through http://127.0.0.1:3128." in html and "hunter2" not in html
+    # A lead saves contacts; the proxy stays as the admin set it.
+    client.force_login(personas.lead)
+    client.post(
+        page,
+        {"action": "settings", "env-contact_emails": "ops@example.com", "env-proxy_url": ""},
+    )
+    row = EnvironmentMonitoring.objects.get(environment=personas.staging)
+    assert row.proxy_url == "http://ops:hunter2@127.0.0.1:3128"
+    assert row.emails() == ["ops@example.com"]
+    client.force_login(personas.admin)
+    client.post(
+        page, {"action": "settings", "env-allow_list": "127.0.0.1", "env-clear_proxy": "on"}
+    )
+    row.refresh_from_db()
+    assert row.proxy_url == ""
