@@ -111,12 +111,12 @@ def validate(check: Check) -> None:
 
 
 def prepare(check: Check, now: datetime) -> None:
-    """Give a heartbeat check its secret key, and its due time from its last ping (or from now,
-    before the first): when it is created and whenever its schedule changes."""
+    """Give a heartbeat check its secret key, and its due time from its last ping (or from its
+    creation, before the first): when it is created and whenever it is changed."""
     if check.ping_key is None:
         check.ping_key = uuid.uuid4()
     check.next_run_at = None
-    check.heartbeat_due_at = due_after(check, check.last_ping_at or now)
+    check.heartbeat_due_at = due_after(check, check.last_ping_at or check.created_at or now)
 
 
 def next_expected(check: Check, after: datetime) -> datetime:
