@@ -1558,8 +1558,23 @@ def take_batch(token: uuid.UUID | str, ids: Sequence[int] | None = None) -> list
     return found
 
 
+def _take_batch_checks(token: uuid.UUID | str, ids: Sequence[int] | None) -> list[Check]:
+    """take_batch and load_checks in one statement where the database can: the UPDATE that
+    clears the token returns the rows it cleared (one round trip and one scan fewer a batch)."""
+    if connection.vendor != "postgresql" or ids is None:
+        return load_checks(take_batch(token, ids))
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in Check._meta.concrete_fields)
+    taken = Check.objects.raw(
+        f"UPDATE {Check._meta.db_table} SET dispatch_token = NULL "  # noqa: S608
+        f"WHERE id = ANY(%s::bigint[]) AND dispatch_token = %s RETURNING {columns}",
+        [_id_array(ids), uuid.UUID(str(token))],
+    )
+    return with_related(sorted((c for c in taken if c.parent_id is None), key=lambda c: c.pk))
+
+
 def run_batch(token: uuid.UUID | str, ids: Sequence[int] | None = None) -> list[Outcome]:
-    return run_units(load_checks(take_batch(token, ids)), trigger=CheckResult.Trigger.SCHEDULE)
+    return run_units(_take_batch_checks(token, ids), trigger=CheckResult.Trigger.SCHEDULE)
 
 
 def request_run(actor: Any, membership: Membership, check: Check) -> uuid.UUID:
