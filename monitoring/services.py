@@ -778,8 +778,22 @@ class Outcome:
     excerpt: str
     started_at: datetime
     details: list[dict[str, Any]] = field(default_factory=list)
-    result: CheckResult | None = None
     tls: TLSInfo | None = None
+    # The stored row's id once recorded; `result` builds the row object only when asked (a
+    # batch of 200 model instances nobody reads cost ~5% of the worker path).
+    result_id: int | None = None
+    _result: CheckResult | None = field(default=None, repr=False)
+    _trigger: str = field(default="", repr=False)
+
+    @property
+    def result(self) -> CheckResult | None:
+        if self._result is None and self.result_id is not None:
+            self._result = _result_of(self, self._trigger, self.result_id)
+        return self._result
+
+    @result.setter
+    def result(self, row: CheckResult) -> None:
+        self._result, self.result_id = row, row.pk
 
     @property
     def summary(self) -> str:
@@ -806,7 +820,7 @@ class Outcome:
         """The API's answer to a run."""
         return {
             "check_id": self.check.pk,
-            "result_id": self.result.pk if self.result is not None else None,
+            "result_id": self.result_id,
             "passed": self.passed,
             "status_code": self.status_code,
             "latency_ms": self.latency_ms,
@@ -1227,7 +1241,7 @@ def _store_results(outcomes: Sequence[Outcome], trigger: str) -> None:
                     )
                 )
     for result_id, outcome in zip(ids, outcomes, strict=True):
-        outcome.result = _result_of(outcome, trigger, result_id)
+        outcome.result_id, outcome._trigger = result_id, trigger
 
 
 def _add_to_rollups(outcomes: Sequence[Outcome]) -> None:
@@ -1403,7 +1417,7 @@ def _record(outcomes: Sequence[Outcome], *, trigger: str, actor: Any = None) -> 
                     obj=check,
                     data={
                         "check_id": check.pk,
-                        "result_id": outcome.result.pk,
+                        "result_id": outcome.result_id,
                         "passed": outcome.passed,
                         "summary": outcome.summary,
                         "trigger": trigger,
@@ -1445,7 +1459,7 @@ def _move_state(outcome: Outcome, old: str, now: datetime) -> None:
         "from": old,
         "to": new,
         "summary": outcome.summary,
-        "result_id": outcome.result.pk if outcome.result else None,
+        "result_id": outcome.result_id,
     }
     event = events.publish(
         check.project.topic,
