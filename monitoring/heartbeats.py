@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import redis
 from cronsim import CronSim, CronSimError
 from django.conf import settings
 from django.core.cache import cache
@@ -161,7 +162,11 @@ def _over_limit(check_ids: Counter[uuid.UUID]) -> set[uuid.UUID]:
             key = f"rc:pings:{check_id}:{window}"
             pipe.incrby(key, count)
             pipe.expire(key, 120)
-        replies = pipe.execute()
+        try:
+            replies = pipe.execute()
+        except redis.RedisError:
+            # A limiter that is down must not lose the pings it was meant to thin out.
+            return over
         for (check_id, _), total in zip(check_ids.items(), replies[::2], strict=True):
             if total > limit:
                 over.add(check_id)
