@@ -13,11 +13,10 @@ prometheus-blackbox-exporter when it is missing (as root: apt-get), then measure
 
 1. the engine alone: `run_checks` with an address policy, the per-host limit workers use
    (`engine.PER_HOST_LIMIT`), a hard timeout per check and two assertions (status, JSON path),
-   through each of its two HTTP clients: `monitoring.lib.http1` (what workers use) and httpx
-   (`http_client="httpx"`, the client before issue 6). A short sweep first shows how other
+   on aiohttp with the guarding resolver (issue 14). A short sweep first shows how other
    per-host limits would fare on this machine;
-2. each client alone, bare GETs at the same concurrency, no engine: httpx (the ceiling for
-   anything built on httpx) and `http1.Http1Client`;
+2. aiohttp alone, bare GETs at the same concurrency through a session with the guarding
+   resolver, no engine (the ceiling for the engine), and httpx alone for comparison;
 3. blackbox exporter: /probe?module=http_2xx (status 200 + body regex, the same work), driven by
    httpx AsyncClients at the concurrency a sweep finds best, and by a minimal raw keep-alive
    client at the concurrency its own sweep finds best (up to 128 connections: the exporter
@@ -61,17 +60,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# Imported before any phase runs: importing ssrf also applies its process-wide fix for
-# httpcore's repeated `import sniffio`, so the httpx-only phases and the blackbox driver get
-# the same speed-up as the engine.
+import aiohttp  # noqa: E402
+
 from monitoring.lib.engine import (  # noqa: E402
     MAX_CONNECTIONS,
     PER_HOST_LIMIT,
     CheckSpec,
     run_checks,
 )
-from monitoring.lib.http1 import Http1Client  # noqa: E402
-from monitoring.lib.ssrf import AddressPolicy  # noqa: E402
+from monitoring.lib.ssrf import AddressPolicy, GuardedResolver  # noqa: E402
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 BLACKBOX_PACKAGE = "prometheus-blackbox-exporter"
@@ -221,23 +218,27 @@ async def bare_httpx(
     return report(f"httpx alone, {label}", done, ok, elapsed, [])
 
 
-async def bare_http1(ports: list[int], total: int, per_host: int, seconds: float) -> float:
-    """Plain Http1Client GETs, no engine (no limits, timeouts or assertions): its ceiling."""
+async def bare_aiohttp(ports: list[int], total: int, per_host: int, seconds: float) -> float:
+    """Plain aiohttp GETs through the guarding resolver, no engine (no limits, timeouts or
+    assertions): the engine's ceiling."""
     policy = AddressPolicy(allow=[f"127.0.0.1:{p}" for p in ports])
     ok = 0
-
-    async with Http1Client(policy, max_idle_per_origin=per_host) as client:
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(policy), use_dns_cache=False, limit_per_host=per_host
+    )
+    async with aiohttp.ClientSession(connector=connector) as session:
 
         async def job(i: int) -> None:
             nonlocal ok
             target = i % len(ports)
-            reply = await client.request("GET", f"http://127.0.0.1:{ports[target]}/ok")
-            ok += reply.status_code == 200
+            async with session.get(f"http://127.0.0.1:{ports[target]}/ok") as response:
+                await response.read()
+                ok += response.status == 200
 
         started = time.perf_counter()
         done = await _workers(total, per_host * len(ports), started + seconds, job)
         elapsed = time.perf_counter() - started
-    return report("http1 client alone", done, ok, elapsed, [])
+    return report("aiohttp alone, guarding resolver", done, ok, elapsed, [])
 
 
 async def engine(
@@ -247,7 +248,6 @@ async def engine(
     connections: int,
     seconds: float,
     label: str,
-    http_client: str = "http1",
 ) -> float:
     policy = AddressPolicy(allow=[f"127.0.0.1:{p}" for p in ports])
     specs = [
@@ -264,11 +264,10 @@ async def engine(
                 policy=policy,
                 per_host_limit=per_host,
                 max_connections=connections,
-                http_client=http_client,  # type: ignore[arg-type]
             )
     except TimeoutError:
         print(
-            f"engine, {http_client} ({label}) did not finish within {seconds:g} s",
+            f"engine ({label}) did not finish within {seconds:g} s",
             file=sys.stderr,
         )
         return 0.0
@@ -278,9 +277,7 @@ async def engine(
     if errors:
         print(f"  errors: {sorted(errors)[:3]}", file=sys.stderr)
     latencies = [r.latency_ms for r in results if r.latency_ms is not None]
-    return report(
-        f"engine run_checks, {http_client} ({label})", len(results), ok, elapsed, latencies
-    )
+    return report(f"engine run_checks ({label})", len(results), ok, elapsed, latencies)
 
 
 def ensure_blackbox() -> bool:
@@ -574,7 +571,7 @@ def main() -> int:
     checks, probes = max(1, args.checks // rounds), max(1, args.probes // rounds)
     # Every phase is bounded by `phase` seconds: 4 + 3 + 5 + 6 sweeps, then 6 per round.
     with target_servers(args.targets, phase * (18 + 6 * rounds) + 60) as ports:
-        print("-- sweep: engine (http1) per-host limit (asyncio), for information")
+        print("-- sweep: engine per-host limit (asyncio), for information")
         sweep = {
             per_host: _run_loop(
                 engine(
@@ -590,9 +587,8 @@ def main() -> int:
             f"{PER_HOST_LIMIT}, and so do the final runs"
         )
         print(f"-- bare clients at per-host {PER_HOST_LIMIT}, for reference")
-        for one_pool in (True, False):
-            _run_loop(bare_httpx(ports, args.sweep, PER_HOST_LIMIT, phase, one_pool), False)
-        _run_loop(bare_http1(ports, args.sweep, PER_HOST_LIMIT, phase), False)
+        _run_loop(bare_httpx(ports, args.sweep, PER_HOST_LIMIT, phase, False), False)
+        _run_loop(bare_aiohttp(ports, args.sweep, PER_HOST_LIMIT, phase), False)
         print(f"-- worker path: {checks} checks in {database} (project {SLUG})")
         ids = prepare_worker_checks(ports, checks)
         with blackbox_exporter() as bb_port:
@@ -619,23 +615,14 @@ def main() -> int:
             )
             rates: dict[str, list[float]] = {}
             for _ in range(rounds):
-                for client in ("http1", "httpx"):
-                    rates.setdefault(f"engine {client}, asyncio", []).append(
-                        _run_loop(
-                            engine(
-                                ports,
-                                checks,
-                                PER_HOST_LIMIT,
-                                args.connections,
-                                phase,
-                                "asyncio",
-                                client,
-                            ),
-                            False,
-                        )
+                rates.setdefault("engine, asyncio", []).append(
+                    _run_loop(
+                        engine(ports, checks, PER_HOST_LIMIT, args.connections, phase, "asyncio"),
+                        False,
                     )
+                )
                 if _has_uvloop():
-                    rates.setdefault("engine http1, uvloop", []).append(
+                    rates.setdefault("engine, uvloop", []).append(
                         _run_loop(
                             engine(
                                 ports, checks, PER_HOST_LIMIT, args.connections, phase, "uvloop"
@@ -670,7 +657,7 @@ def main() -> int:
         return overall[name] / theirs if theirs else 0.0
 
     for name in [n for n in overall if n.startswith("engine")]:
-        note = "  (not what workers run)" if "uvloop" in name or "httpx" in name else ""
+        note = "  (not what workers run)" if "uvloop" in name else ""
         print(f"   {name}: {overall[name]:.0f}/s, {ratio(name):.2f} x blackbox{note}")
     decisive = "worker path, asyncio"
     rate, times = overall[decisive], ratio(decisive)

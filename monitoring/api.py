@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from releasecenter.access import object_for, project_for
 from releasecenter.models import Environment, Membership
 
-from . import services
+from . import heartbeats, services
 from .models import METHODS, Check, CheckResult, EnvironmentMonitoring
 
 # --- Serializers ------------------------------------------------------------------------------
@@ -49,6 +49,16 @@ class HeadersField(serializers.DictField):
     child = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
 
+def _is_member(request: Any, project_id: int) -> bool:
+    """Whether the requesting user belongs to the project (once per request and project)."""
+    cache = request.__dict__.setdefault("_rc_member_of", {})
+    if project_id not in cache:
+        cache[project_id] = Membership.objects.filter(
+            user_id=request.user.pk, project_id=project_id
+        ).exists()
+    return cache[project_id]
+
+
 class CheckSerializer(serializers.ModelSerializer):
     environment = serializers.SlugRelatedField(
         slug_field="name", queryset=Environment.objects.none()
@@ -73,6 +83,37 @@ class CheckSerializer(serializers.ModelSerializer):
     assertions = AssertionsField(
         required=False, help_text="Omitted: the status must be 200 or 204."
     )
+    probe = serializers.ChoiceField(
+        choices=Check.Probe.choices,
+        default=Check.Probe.HTTP,
+        help_text='"http" (a request), or "tcp" (url tcp://host:port; `body` is sent as a line '
+        "and `expect` is a regex the reply must match).",
+    )
+    expect = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+    heartbeat_period_seconds = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="Heartbeat: expected every N s."
+    )
+    heartbeat_grace_seconds = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="Heartbeat: allowed lateness."
+    )
+    heartbeat_cron = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=100,
+        help_text='Heartbeat: or expected at these times ("0 3 * * *").',
+    )
+    heartbeat_timezone = serializers.CharField(
+        required=False, allow_blank=True, default="UTC", max_length=64
+    )
+    ping_url = serializers.SerializerMethodField(
+        help_text="Heartbeat: the secret URL the job pings (GET or POST; /start, /fail). Members "
+        "of the project only."
+    )
+    certificate = serializers.SerializerMethodField(
+        help_text="HTTPS: the certificate the target last served (not_after, issuer, names, "
+        "tls_version), or null."
+    )
     resolved_url = serializers.CharField(read_only=True)
     suite = serializers.IntegerField(source="parent_id", read_only=True, allow_null=True)
     kind = serializers.CharField(read_only=True, help_text='"check" or "suite".')
@@ -83,6 +124,7 @@ class CheckSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "kind",
+            "probe",
             "suite",
             "environment",
             "service",
@@ -90,6 +132,15 @@ class CheckSerializer(serializers.ModelSerializer):
             "method",
             "url",
             "resolved_url",
+            "expect",
+            "certificate",
+            "heartbeat_period_seconds",
+            "heartbeat_grace_seconds",
+            "heartbeat_cron",
+            "heartbeat_timezone",
+            "ping_url",
+            "last_ping_at",
+            "heartbeat_due_at",
             "headers",
             "secret_headers",
             "secret_header_names",
@@ -111,6 +162,8 @@ class CheckSerializer(serializers.ModelSerializer):
         read_only_fields = [
             "id",
             "kind",
+            "last_ping_at",
+            "heartbeat_due_at",
             "secret_header_names",
             "status",
             "status_changed_at",
@@ -131,6 +184,24 @@ class CheckSerializer(serializers.ModelSerializer):
         super().__init__(*args, **kwargs)
         if project is not None:
             self.fields["environment"].queryset = project.environments.all()
+
+    def get_ping_url(self, check: Check) -> str | None:
+        if check.probe != Check.Probe.HEARTBEAT or not check.ping_key:
+            return None
+        request = self.context.get("request")
+        if request is None or not _is_member(request, check.project_id):
+            return None
+        return request.build_absolute_uri(heartbeats.ping_path(check))
+
+    def get_certificate(self, check: Check) -> dict[str, Any] | None:
+        if check.cert_not_after is None:
+            return None
+        return {
+            "not_after": check.cert_not_after.isoformat(),
+            "issuer": check.cert_issuer,
+            "names": check.cert_names,
+            "tls_version": check.tls_version,
+        }
 
     def service_arguments(self) -> dict[str, Any]:
         data = dict(self.validated_data)
@@ -289,6 +360,20 @@ class EnvironmentMonitoringSerializer(serializers.ModelSerializer):
         write_only=True, required=False, allow_blank=True, help_text="Never returned."
     )
     webhook_set = serializers.SerializerMethodField()
+    proxy_url = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        help_text="http://host:port of a proxy for this environment's HTTP checks (admins); "
+        "judged by the address guard. Never returned: see `proxy`.",
+    )
+    proxy = serializers.CharField(source="proxy_origin", read_only=True)
+    client_certificate = serializers.CharField(
+        required=False, allow_blank=True, help_text="PEM certificate for mutual TLS."
+    )
+    client_key = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, help_text="PEM key. Never returned."
+    )
 
     class Meta:
         model = EnvironmentMonitoring
@@ -299,6 +384,10 @@ class EnvironmentMonitoringSerializer(serializers.ModelSerializer):
             "contact_emails",
             "webhook_url",
             "webhook_set",
+            "proxy_url",
+            "proxy",
+            "client_certificate",
+            "client_key",
             "updated_at",
         ]
         read_only_fields = ["updated_at"]
@@ -345,7 +434,10 @@ class ProjectCheckList(generics.ListCreateAPIView):
         serializer = CheckSerializer(data=request.data, project=project)
         serializer.is_valid(raise_exception=True)
         check = services.create_check(request.user, membership, **serializer.service_arguments())
-        return Response(CheckSerializer(check).data, status=status.HTTP_201_CREATED)
+        return Response(
+            CheckSerializer(check, context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class CheckDetail(generics.RetrieveUpdateDestroyAPIView):
@@ -365,7 +457,7 @@ class CheckDetail(generics.RetrieveUpdateDestroyAPIView):
         if "service" not in request.data:
             data.pop("service")
         check = services.update_check(request.user, membership, check, **data)
-        return Response(CheckSerializer(check).data)
+        return Response(CheckSerializer(check, context={"request": request}).data)
 
     def delete(self, request, pk: int):  # noqa: ANN001, ANN201
         check, membership = _check(request, pk, minimum=Membership.Role.ENGINEER)
@@ -489,7 +581,7 @@ class EnvironmentMonitoringDetail(APIView):
             changes["allow_list"] = "\n".join(data["allow_entries"])
         if "emails" in data:
             changes["contact_emails"] = "\n".join(data["emails"])
-        for key in ("allow_public", "webhook_url"):
+        for key in ("allow_public", "webhook_url", "proxy_url", "client_certificate", "client_key"):
             if key in data:
                 changes[key] = data[key]
         row = services.update_environment_monitoring(

@@ -31,10 +31,10 @@ class MonitoringConfig(AppConfig):
     verbose_name = "Monitoring"
 
     def ready(self) -> None:
-        from releasecenter import benchdata, demo, events, overview
+        from releasecenter import benchdata, demo, events, fastpaths, overview
 
         from . import demo as data
-        from . import selectors, services
+        from . import ping, selectors, services
 
         # Live pages of a check follow "check:<id>"; the stream asks this which project it is.
         checks.register(_check_retention)
@@ -74,6 +74,8 @@ class MonitoringConfig(AppConfig):
 
         demo.register(oncall_demo.seed_demo)
         events.listen("incident", oncall_tasks.on_incident_event)
+        # Heartbeat pings from cron jobs: served before Django's middleware (see ping.py).
+        fastpaths.register(ping.PREFIX, ping.application)
         try:
             from checklists import automation
         except ImportError:  # the checklists app predates automated items

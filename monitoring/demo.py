@@ -8,12 +8,17 @@ addresses, so each environment's allow-list opens 127.0.0.1 — and nothing else
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
+from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.utils import timezone
 
 from releasecenter.models import Environment, Project, Service
 
+from . import heartbeats
 from .models import Check, EnvironmentMonitoring, PerformanceTarget
 from .services import clean_assertions
 
@@ -21,6 +26,7 @@ from .services import clean_assertions
 SIM_URL = os.environ.get("SIMCLUSTER_URL", "http://127.0.0.1:8001").rstrip("/")
 DEMO_CHECKED_SERVICES = ["auth-service", "catalog-service", "payment-service", "storefront-web"]
 HEALTHY = ["status == 200", '$.status == "healthy"', "latency < 500"]
+NIGHTLY_CLEANUP = "nightly cleanup"
 
 
 def sim_health_url(project: Project, environment: Environment, service: str) -> str:
@@ -64,6 +70,46 @@ def seed_demo(project: Project) -> None:
     staging = project.environments.filter(name="staging").first()
     if staging is None:
         return
+    sim = urlsplit(SIM_URL)
+    # A TCP probe of the simulated cluster's API port: is anything listening at all?
+    Check.objects.get_or_create(
+        environment=staging,
+        name="cluster API port",
+        parent=None,
+        defaults={
+            "project": project,
+            "probe": Check.Probe.TCP,
+            "url": f"tcp://{sim.hostname}:{sim.port or 80}",
+            "assertions": clean_assertions(["latency < 500"]),
+            "timeout_seconds": 5.0,
+            "interval_seconds": 60,
+            "next_run_at": now,
+        },
+    )
+    # A cron job's heartbeat: the demo's beat runs "nightly cleanup" at 03:00 UTC (the result
+    # retention, monitoring.tasks.demo_nightly_cleanup) and it pings this check when done.
+    cleanup, created = Check.objects.get_or_create(
+        environment=staging,
+        name=NIGHTLY_CLEANUP,
+        parent=None,
+        defaults={
+            "project": project,
+            "probe": Check.Probe.HEARTBEAT,
+            "ping_key": uuid.uuid4(),
+            "heartbeat_cron": "0 3 * * *",
+            "heartbeat_timezone": "UTC",
+            "heartbeat_grace_seconds": 3600,
+            "assertions": [],
+        },
+    )
+    if created:
+        # As if last night's run had pinged: the check starts passing, due after tonight's run.
+        last_night = heartbeats.next_expected(cleanup, now - timedelta(days=1))
+        if last_night > now:
+            last_night -= timedelta(days=1)
+        heartbeats.record_pings(
+            [heartbeats.Ping(cleanup.ping_key, "success", b"demo seed", last_night)]
+        )
     suite, created = Check.objects.get_or_create(
         environment=staging,
         name="Storefront smoke",
@@ -91,6 +137,21 @@ def seed_demo(project: Project) -> None:
             assertions=clean_assertions(step_assertions),
             timeout_seconds=5.0,
         )
+
+
+def nightly_cleanup() -> dict:
+    """The demo's nightly job: prune old results, then ping the demo's heartbeat check(s)
+    named NIGHTLY_CLEANUP, as a cron job would with curl."""
+    from .services import prune
+
+    summary = prune()
+    keys = Check.objects.filter(
+        probe=Check.Probe.HEARTBEAT, name=NIGHTLY_CLEANUP, ping_key__isnull=False
+    ).values_list("ping_key", flat=True)
+    body = json.dumps(summary, default=str).encode()
+    now = timezone.now()
+    heartbeats.record_pings([heartbeats.Ping(key, "success", body, now) for key in keys])
+    return summary
 
 
 def seed_bench(projects: list[Project]) -> None:

@@ -201,6 +201,31 @@ class EnvironmentMonitoringForm(forms.Form):
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
     )
     clear_webhook = forms.BooleanField(required=False, label="Remove the webhook")
+    proxy_url = forms.CharField(
+        max_length=2000,
+        required=False,
+        label="HTTP proxy for checks",
+        help_text="http://host:port (credentials allowed: user:password@). Every HTTP check of "
+        "this environment goes through it; its own address must pass the address guard. Stored "
+        "encrypted; leave empty to keep the current one.",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+    clear_proxy = forms.BooleanField(required=False, label="Remove the proxy")
+    client_certificate = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        label="Client certificate (PEM)",
+        help_text="For targets that require mutual TLS, with its key below.",
+    )
+    client_key = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
+        required=False,
+        label="Client key (PEM, unencrypted)",
+        help_text="Stored encrypted and never shown again.",
+    )
+    clear_client_certificate = forms.BooleanField(
+        required=False, label="Remove the client certificate"
+    )
 
     def service_arguments(self, is_admin: bool) -> dict[str, Any]:
         data = dict(self.cleaned_data)
@@ -209,9 +234,17 @@ class EnvironmentMonitoringForm(forms.Form):
             data["webhook_url"] = ""
         elif not data["webhook_url"]:
             data["webhook_url"] = None
+        if data.pop("clear_proxy"):
+            data["proxy_url"] = ""
+        elif not data["proxy_url"]:
+            data["proxy_url"] = None
+        if data.pop("clear_client_certificate"):
+            data["client_certificate"] = data["client_key"] = ""
+        elif not data["client_certificate"] and not data["client_key"]:
+            data["client_certificate"] = data["client_key"] = None
         if not is_admin:
-            data.pop("allow_list")
-            data.pop("allow_public")
+            for name in ("allow_list", "allow_public", "proxy_url"):
+                data.pop(name)
         return data
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -77,6 +77,13 @@ class EnvironmentMonitoring(models.Model):
     contact_emails = models.TextField(blank=True, default="")
     # A Slack-compatible incoming webhook. Its URL is the credential, so it is encrypted.
     webhook_url = EncryptedTextField(blank=True, default="")
+    # An HTTP proxy every HTTP check of the environment goes through: an admin's explicit choice
+    # (a proxy connects on our behalf, past the guard), so the proxy's own address is judged by
+    # the guard and the check page says a proxy is in use. May carry credentials: encrypted.
+    proxy_url = EncryptedTextField(blank=True, default="")
+    # A client certificate (PEM) for targets that require mutual TLS; the key is a secret.
+    client_certificate = models.TextField(blank=True, default="")
+    client_key = EncryptedTextField(blank=True, default="")
     updated_at = models.DateTimeField(default=timezone.now)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -84,6 +91,13 @@ class EnvironmentMonitoring(models.Model):
 
     def __str__(self) -> str:
         return f"monitoring of {self.environment}"
+
+    def proxy_origin(self) -> str:
+        """The proxy as shown on pages: scheme, host and port, never its credentials."""
+        if not self.proxy_url:
+            return ""
+        parts = urlsplit(self.proxy_url)
+        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
     def allow_entries(self) -> list[str]:
         return _lines(self.allow_list)
@@ -118,7 +132,17 @@ class Check(models.Model):
     service = models.ForeignKey(
         Service, null=True, blank=True, on_delete=models.CASCADE, related_name="checks"
     )
+
+    class Probe(models.TextChoices):
+        HTTP = "http", "HTTP"
+        TCP = "tcp", "TCP port"
+        HEARTBEAT = "heartbeat", "Heartbeat (pinged by a job)"
+
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHECK)
+    # What a plain check does: an HTTP request, or a TCP connect to url "tcp://host:port"
+    # (sending `body` as a line when given and waiting for a reply matching `expect`).
+    probe = models.CharField(max_length=10, choices=Probe.choices, default=Probe.HTTP)
+    expect = models.CharField(max_length=500, blank=True, default="")
     # A step of a smoke suite: run only as part of it, in position order.
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="steps"
@@ -157,6 +181,24 @@ class Check(models.Model):
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_latency_ms = models.FloatField(null=True, blank=True)
     last_summary = models.CharField(max_length=500, blank=True, default="")
+    # The certificate the target served on its last HTTPS answer (the Health page lists those
+    # expiring soon), and the TLS version negotiated.
+    cert_not_after = models.DateTimeField(null=True, blank=True)
+    cert_issuer = models.CharField(max_length=300, blank=True, default="")
+    cert_names = models.JSONField(default=list, blank=True)
+    tls_version = models.CharField(max_length=10, blank=True, default="")
+
+    # Heartbeats (probe "heartbeat"): a job pings /ping/<ping_key>; the check is late when no
+    # ping came by heartbeat_due_at (the next expected ping plus the grace). Expected every
+    # heartbeat_period_seconds, or at the times of heartbeat_cron in heartbeat_timezone.
+    ping_key = models.UUIDField(null=True, blank=True, unique=True)
+    heartbeat_period_seconds = models.PositiveIntegerField(null=True, blank=True)
+    heartbeat_grace_seconds = models.PositiveIntegerField(null=True, blank=True)
+    heartbeat_cron = models.CharField(max_length=100, blank=True, default="")
+    heartbeat_timezone = models.CharField(max_length=64, blank=True, default="UTC")
+    last_ping_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_due_at = models.DateTimeField(null=True, blank=True)
 
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -185,6 +227,16 @@ class Check(models.Model):
                 condition=Q(enabled=True, interval_seconds__isnull=False, parent__isnull=True),
             ),
             models.Index(fields=["project", "environment", "service"], name="check_grid"),
+            models.Index(
+                fields=["heartbeat_due_at"],
+                name="check_heartbeat_due",
+                condition=Q(probe="heartbeat", enabled=True, heartbeat_due_at__isnull=False),
+            ),
+            models.Index(
+                fields=["cert_not_after"],
+                name="check_cert_expiry",
+                condition=Q(cert_not_after__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -205,6 +257,8 @@ class Check(models.Model):
     def resolved_url(self) -> str:
         """The URL the request goes to, or "" when it cannot be known (no base URL)."""
         url = self.url.strip()
+        if self.probe == self.Probe.TCP:
+            return url
         if url and not url.startswith("/"):
             return url  # absolute; a scheme other than http(s) is the guard's to refuse
         base = self.environment.base_url
@@ -253,6 +307,8 @@ class CheckResult(models.Model):
         API = "api", "API"
         DEPLOYMENT = "deployment", "Deployment"
         CHECKLIST = "checklist", "Checklist item"
+        PING = "ping", "Ping"
+        LATE = "late", "Ping overdue"
 
     # Indexed by result_check_time, whose first column it is.
     health_check = models.ForeignKey(

@@ -39,7 +39,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import httpcore
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -53,8 +52,22 @@ from releasecenter.crypto import DecryptionError
 from releasecenter.models import Environment, Membership, Project, Service
 from releasecenter.services import Conflict
 
-from .lib.assertions import AssertionSpecError, Failure, parse_assertion, validate_assertions
-from .lib.engine import MAX_CONNECTIONS, PER_HOST_LIMIT, CheckRunner, CheckSpec
+from . import heartbeats, probes
+from .lib.assertions import (
+    AssertionSpecError,
+    Failure,
+    TLSInfo,
+    parse_assertion,
+    validate_assertions,
+)
+from .lib.engine import (
+    MAX_CONNECTIONS,
+    PER_HOST_LIMIT,
+    CheckRunner,
+    CheckSpec,
+    ClientCertificate,
+    SocketFactory,
+)
 from .lib.engine import CheckResult as EngineResult
 from .lib.ssrf import AddressPolicy, Decision, is_valid_entry
 from .models import (
@@ -237,7 +250,15 @@ def check_destination(environment: Environment, url: str, field_name: str = "url
 # --- Environment settings -------------------------------------------------------------------
 
 
-ENV_SETTING_FIELDS = ["allow_list", "allow_public", "contact_emails", "webhook_url"]
+ENV_SETTING_FIELDS = [
+    "allow_list",
+    "allow_public",
+    "contact_emails",
+    "webhook_url",
+    "proxy_url",
+    "client_certificate",
+    "client_key",
+]
 
 
 def _clean_allow_list(text: str) -> str:
@@ -277,7 +298,7 @@ def update_environment_monitoring(
     if environment.project_id != membership.project_id:
         raise ValidationError("That environment belongs to another project.")
     changes = {k: v for k, v in changes.items() if k in ENV_SETTING_FIELDS and v is not None}
-    if {"allow_list", "allow_public"} & set(changes):
+    if {"allow_list", "allow_public", "proxy_url"} & set(changes):
         require_role(membership, Membership.Role.ADMIN)
     else:
         require_role(membership, Membership.Role.LEAD)
@@ -309,6 +330,16 @@ def update_environment_monitoring(
                     }
                 )
         row.webhook_url = url
+    if "proxy_url" in changes:
+        # A proxy connects on our behalf: its own address is judged like a target's.
+        row.proxy_url = probes.clean_proxy_url(
+            make_policy(row.allow_entries(), allow_public=row.allow_public), changes["proxy_url"]
+        )
+    if {"client_certificate", "client_key"} & set(changes):
+        row.client_certificate, row.client_key = probes.clean_client_certificate(
+            changes.get("client_certificate", row.client_certificate),
+            changes.get("client_key", row.client_key),
+        )
     row.updated_at = timezone.now()
     row.updated_by = actor if getattr(actor, "is_authenticated", False) else None
     row.save()
@@ -332,6 +363,8 @@ def _env_snapshot(row: EnvironmentMonitoring) -> dict[str, Any]:
         "contact_emails": row.emails(),
         # The webhook URL is a credential: record only whether there is one.
         "webhook": bool(row.webhook_url),
+        "proxy": row.proxy_origin(),
+        "client_certificate": bool(row.client_certificate),
     }
 
 
@@ -340,6 +373,12 @@ def _env_snapshot(row: EnvironmentMonitoring) -> dict[str, Any]:
 
 CHECK_FIELDS = [
     "name",
+    "probe",
+    "expect",
+    "heartbeat_period_seconds",
+    "heartbeat_grace_seconds",
+    "heartbeat_cron",
+    "heartbeat_timezone",
     "method",
     "url",
     "headers",
@@ -421,6 +460,19 @@ def _apply_fields(check: Check, fields: dict[str, Any]) -> None:
                 value = float(value)
             except (TypeError, ValueError):
                 raise ValidationError({"timeout_seconds": "Give a number of seconds."}) from None
+        elif key == "probe":
+            value = probes.clean_probe(value)
+        elif key == "expect":
+            value = probes.clean_expect(value)
+        elif key in ("heartbeat_period_seconds", "heartbeat_grace_seconds"):
+            try:
+                value = None if value in (None, "") else int(value)
+            except (TypeError, ValueError):
+                raise ValidationError({key: "Give a whole number of seconds."}) from None
+        elif key in ("heartbeat_cron", "heartbeat_timezone"):
+            if not isinstance(value, str | type(None)) or len(value or "") > 100:
+                raise ValidationError({key: "Give text of 100 characters at most."})
+            value = (value or "").strip()
         elif key == "interval_seconds" and value in ("", 0):
             value = None
         setattr(check, key, value)
@@ -436,6 +488,14 @@ def _set_secret_headers(check: Check, secret_headers: dict[str, str] | None) -> 
 
 def _validate_destination(check: Check) -> None:
     if check.is_suite:
+        return
+    probes.check_http_fields(check)
+    if check.probe == Check.Probe.HEARTBEAT:
+        heartbeats.validate(check)
+        heartbeats.prepare(check, timezone.now())
+        return
+    if check.probe == Check.Probe.TCP:
+        probes.validate_tcp_destination(policy_for(check.environment), check.url)
         return
     if not check.url and check.service is None:
         raise ValidationError({"url": "Give a URL, or a service whose health path to check."})
@@ -454,6 +514,7 @@ def _check_snapshot(check: Check) -> dict[str, Any]:
     return {
         "name": check.name,
         "kind": check.kind,
+        "probe": check.probe,
         "environment": check.environment.name,
         "service": check.service.name if check.service_id else None,
         "suite": check.parent_id,
@@ -544,7 +605,7 @@ def create_check(
         last = suite.steps.aggregate(m=Max("position"))["m"]
         check.position = (last or 0) + 1
     _apply_fields(check, {k: v for k, v in fields.items() if k in CHECK_FIELDS})
-    if "assertions" not in fields:
+    if "assertions" not in fields and check.probe == Check.Probe.HTTP:
         check.assertions = clean_assertions(["status in [200, 204]"])
     _set_secret_headers(check, secret_headers)
     _validate_destination(check)
@@ -717,7 +778,22 @@ class Outcome:
     excerpt: str
     started_at: datetime
     details: list[dict[str, Any]] = field(default_factory=list)
-    result: CheckResult | None = None
+    tls: TLSInfo | None = None
+    # The stored row's id once recorded; `result` builds the row object only when asked (a
+    # batch of 200 model instances nobody reads cost ~5% of the worker path).
+    result_id: int | None = None
+    _result: CheckResult | None = field(default=None, repr=False)
+    _trigger: str = field(default="", repr=False)
+
+    @property
+    def result(self) -> CheckResult | None:
+        if self._result is None and self.result_id is not None:
+            self._result = _result_of(self, self._trigger, self.result_id)
+        return self._result
+
+    @result.setter
+    def result(self, row: CheckResult) -> None:
+        self._result, self.result_id = row, row.pk
 
     @property
     def summary(self) -> str:
@@ -732,13 +808,19 @@ class Outcome:
             return (
                 f"{len(self.details)} step{'s' if len(self.details) != 1 else ''} passed{latency}"
             )
+        if self.check.probe == Check.Probe.TCP:
+            return f"TCP connected{latency}"
+        if self.check.probe == Check.Probe.HEARTBEAT:
+            return "ping received" + (
+                f", job took {self.latency_ms / 1000:.1f} s" if latency else ""
+            )
         return f"HTTP {self.status_code}{latency}"
 
     def as_dict(self) -> dict[str, Any]:
         """The API's answer to a run."""
         return {
             "check_id": self.check.pk,
-            "result_id": self.result.pk if self.result is not None else None,
+            "result_id": self.result_id,
             "passed": self.passed,
             "status_code": self.status_code,
             "latency_ms": self.latency_ms,
@@ -754,6 +836,8 @@ class Outcome:
 class _Plan:
     check: Check
     policy: AddressPolicy
+    # The environment's proxy, client certificate and why they cannot be used (probes).
+    transport: tuple[str | None, ClientCertificate | None, str] = (None, None, "")
     spec: CheckSpec | None = None
     problem: str = ""  # why it cannot run at all (no URL, undecryptable secret)
     steps: list[_Plan] = field(default_factory=list)
@@ -786,8 +870,19 @@ def _error_failure(error: str, step: str | None = None) -> dict[str, Any]:
     return data
 
 
-def _spec_for(check: Check, policy: AddressPolicy) -> _Plan:
-    plan = _Plan(check=check, policy=policy)
+def _spec_for(
+    check: Check,
+    policy: AddressPolicy,
+    transport: tuple[str | None, ClientCertificate | None, str] = (None, None, ""),
+) -> _Plan:
+    plan = _Plan(check=check, policy=policy, transport=transport)
+    proxy, certificate, problem = transport
+    if check.probe == Check.Probe.HEARTBEAT:
+        plan.problem = "a heartbeat check is pinged by its job; there is nothing to run"
+        return plan
+    if problem and check.probe == Check.Probe.HTTP:
+        plan.problem = problem
+        return plan
     url = check.resolved_url()
     if not url:
         plan.problem = "no URL: the environment has no base URL for this path"
@@ -806,6 +901,10 @@ def _spec_for(check: Check, policy: AddressPolicy) -> _Plan:
         timeout_s=min(max(check.timeout_seconds, 0.1), MAX_TIMEOUT_SECONDS),
         assertions=check.assertions,
         follow_redirects=check.follow_redirects,
+        probe=check.probe,
+        expect=check.expect or None,
+        proxy=proxy,
+        client_certificate=certificate,
     )
     return plan
 
@@ -813,6 +912,7 @@ def _spec_for(check: Check, policy: AddressPolicy) -> _Plan:
 def _plan(checks: Sequence[Check]) -> list[_Plan]:
     """Load everything a run needs, so the async part never touches the database."""
     policies: dict[int, AddressPolicy] = {}
+    transports: dict[int, tuple[str | None, ClientCertificate | None, str]] = {}
     suite_ids = [c.pk for c in checks if c.is_suite]
     steps_by_suite: dict[int, list[Check]] = defaultdict(list)
     if suite_ids:
@@ -827,15 +927,16 @@ def _plan(checks: Sequence[Check]) -> list[_Plan]:
         env = check.environment
         if env.pk not in policies:
             policies[env.pk] = policy_for(env)
-        policy = policies[env.pk]
+            transports[env.pk] = probes.transport_for(monitoring_for(env))
+        policy, transport = policies[env.pk], transports[env.pk]
         if check.is_suite:
             plan = _Plan(check=check, policy=policy)
-            plan.steps = [_spec_for(step, policy) for step in steps_by_suite[check.pk]]
+            plan.steps = [_spec_for(step, policy, transport) for step in steps_by_suite[check.pk]]
             if not plan.steps:
                 plan.problem = "this suite has no steps yet"
             plans.append(plan)
         else:
-            plans.append(_spec_for(check, policy))
+            plans.append(_spec_for(check, policy, transport))
     return plans
 
 
@@ -852,6 +953,7 @@ def _outcome(check: Check, result: EngineResult, step: str | None = None) -> Out
         error=result.error or "",
         excerpt=result.excerpt[:EXCERPT_CHARS],
         started_at=result.started_at,
+        tls=result.tls,
     )
 
 
@@ -925,7 +1027,7 @@ async def _run_suite(plan: _Plan, runner: CheckRunner) -> Outcome:
 
 
 async def _execute(
-    plans: list[_Plan], *, inner_backend: httpcore.AsyncNetworkBackend | None = None
+    plans: list[_Plan], *, inner_backend: SocketFactory | None = None, trust: str | None = None
 ) -> list[Outcome]:
     """Run every plan concurrently through one runner: one pooled, guarded client per address
     policy, and one set of per-host and global limits for plain checks and suite steps alike."""
@@ -938,7 +1040,10 @@ async def _execute(
             outcomes[index] = _outcome(plan.check, await runner.run(plan.spec, plan.policy))
 
     async with CheckRunner(
-        per_host_limit=PER_HOST_LIMIT, max_connections=MAX_CONNECTIONS, inner_backend=inner_backend
+        per_host_limit=PER_HOST_LIMIT,
+        max_connections=MAX_CONNECTIONS,
+        inner_backend=inner_backend,
+        trust=trust,
     ) as runner:
         jobs = []
         for index, plan in enumerate(plans):
@@ -969,18 +1074,21 @@ def run_units(
     *,
     trigger: str,
     actor: Any = None,
-    inner_backend: httpcore.AsyncNetworkBackend | None = None,
+    inner_backend: SocketFactory | None = None,
+    trust: str | None = None,
 ) -> list[Outcome]:
     """Run checks and suites now, store their results and return the outcomes, in order.
 
     Blocking; call it from a task, a management command or a (sync) request, never from inside
-    a running event loop. ``inner_backend`` is for tests: the socket layer under the guard.
+    a running event loop. ``inner_backend`` is for tests: the socket layer under the guard;
+    ``trust``: extra CA certificates (PEM) to trust besides certifi's roots.
     """
-    checks = [c for c in checks if not c.is_step]
+    # Heartbeat checks are pinged by their jobs: running one would only record a false failure.
+    checks = [c for c in checks if not c.is_step and c.probe != Check.Probe.HEARTBEAT]
     if not checks:
         return []
     plans = _plan(checks)
-    outcomes = run_async(lambda: _execute(plans, inner_backend=inner_backend))
+    outcomes = run_async(lambda: _execute(plans, inner_backend=inner_backend, trust=trust))
     _record(outcomes, trigger=trigger, actor=actor)
     evaluate_targets({c.environment_id for c in checks})
     return outcomes
@@ -994,7 +1102,13 @@ def load_checks(ids: Iterable[int]) -> list[Check]:
     of 200 checks has a handful of environments, and select_related would build every one of
     them 200 times (a third of the time a worker spent loading a batch).
     """
-    checks = list(Check.objects.filter(pk__in=list(ids), parent__isnull=True).order_by("pk"))
+    return with_related(
+        list(Check.objects.filter(pk__in=list(ids), parent__isnull=True).order_by("pk"))
+    )
+
+
+def with_related(checks: list[Check]) -> list[Check]:
+    """Attach environments (with monitoring settings), projects and services, each loaded once."""
     if not checks:
         return checks
     environments = Environment.objects.select_related("monitoring").in_bulk(
@@ -1127,7 +1241,7 @@ def _store_results(outcomes: Sequence[Outcome], trigger: str) -> None:
                     )
                 )
     for result_id, outcome in zip(ids, outcomes, strict=True):
-        outcome.result = _result_of(outcome, trigger, result_id)
+        outcome.result_id, outcome._trigger = result_id, trigger
 
 
 def _add_to_rollups(outcomes: Sequence[Outcome]) -> None:
@@ -1290,6 +1404,7 @@ def _record(outcomes: Sequence[Outcome], *, trigger: str, actor: Any = None) -> 
                 check.status, check.status_changed_at = Check.Status.PASSING, now
                 current[check.pk] = Check.Status.PASSING
         _store_last_results([o.check for o in outcomes], first_good, now)
+        probes.record_certificates(outcomes)
         for outcome in outcomes:
             _move_state(outcome, current[outcome.check.pk], now)
             if trigger in (CheckResult.Trigger.MANUAL, CheckResult.Trigger.API):
@@ -1302,12 +1417,17 @@ def _record(outcomes: Sequence[Outcome], *, trigger: str, actor: Any = None) -> 
                     obj=check,
                     data={
                         "check_id": check.pk,
-                        "result_id": outcome.result.pk,
+                        "result_id": outcome.result_id,
                         "passed": outcome.passed,
                         "summary": outcome.summary,
                         "trigger": trigger,
                     },
                 )
+
+
+def record(outcomes: Sequence[Outcome], *, trigger: str, actor: Any = None) -> None:
+    """Store outcomes produced outside a run (heartbeat pings and lateness) like run results."""
+    _record(outcomes, trigger=trigger, actor=actor)
 
 
 def _move_state(outcome: Outcome, old: str, now: datetime) -> None:
@@ -1339,7 +1459,7 @@ def _move_state(outcome: Outcome, old: str, now: datetime) -> None:
         "from": old,
         "to": new,
         "summary": outcome.summary,
-        "result_id": outcome.result.pk if outcome.result else None,
+        "result_id": outcome.result_id,
     }
     event = events.publish(
         check.project.topic,
@@ -1452,8 +1572,23 @@ def take_batch(token: uuid.UUID | str, ids: Sequence[int] | None = None) -> list
     return found
 
 
+def _take_batch_checks(token: uuid.UUID | str, ids: Sequence[int] | None) -> list[Check]:
+    """take_batch and load_checks in one statement where the database can: the UPDATE that
+    clears the token returns the rows it cleared (one round trip and one scan fewer a batch)."""
+    if connection.vendor != "postgresql" or ids is None:
+        return load_checks(take_batch(token, ids))
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in Check._meta.concrete_fields)
+    taken = Check.objects.raw(
+        f"UPDATE {Check._meta.db_table} SET dispatch_token = NULL "  # noqa: S608
+        f"WHERE id = ANY(%s::bigint[]) AND dispatch_token = %s RETURNING {columns}",
+        [_id_array(ids), uuid.UUID(str(token))],
+    )
+    return with_related(sorted((c for c in taken if c.parent_id is None), key=lambda c: c.pk))
+
+
 def run_batch(token: uuid.UUID | str, ids: Sequence[int] | None = None) -> list[Outcome]:
-    return run_units(load_checks(take_batch(token, ids)), trigger=CheckResult.Trigger.SCHEDULE)
+    return run_units(_take_batch_checks(token, ids), trigger=CheckResult.Trigger.SCHEDULE)
 
 
 def request_run(actor: Any, membership: Membership, check: Check) -> uuid.UUID:
@@ -1463,6 +1598,8 @@ def request_run(actor: Any, membership: Membership, check: Check) -> uuid.UUID:
     require_role(membership, Membership.Role.ENGINEER)
     if check.project_id != membership.project_id or check.is_step:
         raise ValidationError("Run the suite this step belongs to.")
+    if check.probe == Check.Probe.HEARTBEAT:
+        raise ValidationError("A heartbeat check is pinged by its job; there is nothing to run.")
     token = uuid.uuid4()
     with transaction.atomic():
         Check.objects.filter(pk=check.pk).update(run_request_token=token)

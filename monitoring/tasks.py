@@ -10,7 +10,7 @@ from celery import shared_task
 
 from releasecenter.celery_base import TransientError
 
-from . import notify, services
+from . import heartbeats, notify, services
 from .models import CheckResult
 
 # A batch holds up to RUN_BATCH checks, each bounded by its own timeout (60 s at most) and at
@@ -23,6 +23,12 @@ BATCH_SOFT_LIMIT = 900
 def dispatch_due_checks() -> int:
     """Beat, every few seconds: claim what is due and enqueue it in batches."""
     return len(services.claim_due_checks())
+
+
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def mark_late_heartbeats() -> int:
+    """Beat, every few seconds: fail the heartbeat checks whose ping is overdue."""
+    return len(heartbeats.mark_late())
 
 
 @shared_task(ignore_result=True, soft_time_limit=BATCH_SOFT_LIMIT, time_limit=BATCH_SOFT_LIMIT + 60)
@@ -55,6 +61,14 @@ def deliver_notification(notification_id: int) -> None:
 @shared_task(ignore_result=True, soft_time_limit=600, time_limit=660)
 def prune_results() -> dict:
     return services.prune()
+
+
+@shared_task(ignore_result=True, soft_time_limit=600, time_limit=660)
+def demo_nightly_cleanup() -> dict:
+    """The demo's cron job (beat, 03:00 UTC): retention, then a ping of its heartbeat check."""
+    from . import demo
+
+    return demo.nightly_cleanup()
 
 
 @shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)

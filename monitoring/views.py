@@ -28,7 +28,7 @@ from releasecenter.access import object_for, project_for
 from releasecenter.models import Environment, Membership
 from releasecenter.services import Conflict
 
-from . import forms, selectors, services
+from . import forms, heartbeats, probes, selectors, services
 from .models import Check, PerformanceTarget, result_retention_days
 
 GRID_PAGE_SIZE = 25
@@ -311,6 +311,9 @@ def health_index(request, slug: str):  # noqa: ANN001, ANN201
         "rows": rows,
         "page": page,
         "suites": suites,
+        "expiring_certificates": probes.expiring_certificates(
+            Check.objects.filter(project=project)
+        )[:50],
         "targets": targets,
         "can_edit": membership.has_role(Membership.Role.ENGINEER),
         "has_checks": any(cell.checks for row in rows for cell in row.cells) or bool(suites),
@@ -399,6 +402,10 @@ def check_detail(request, slug: str, check_id: int):  # noqa: ANN001, ANN201
     if request.htmx:
         return render(request, "monitoring/_check_live.html", context)
     context["last_event_id"] = events.stream_cursor(check.topic)
+    if check.probe == Check.Probe.HTTP:
+        context["proxy"] = probes.environment_proxy(check.environment)
+    elif check.probe == Check.Probe.HEARTBEAT and check.ping_key:
+        context["ping_url"] = request.build_absolute_uri(heartbeats.ping_path(check))
     return render(request, "monitoring/check_detail.html", context)
 
 
@@ -593,6 +600,7 @@ def environment_monitoring(request, slug: str, name: str):  # noqa: ANN001, ANN2
             "allow_list": row.allow_list,
             "allow_public": row.allow_public,
             "contact_emails": row.contact_emails,
+            "client_certificate": row.client_certificate,
         },
         prefix="env",
     )
@@ -604,8 +612,8 @@ def environment_monitoring(request, slug: str, name: str):  # noqa: ANN001, ANN2
         if action == "settings":
             settings_form = forms.EnvironmentMonitoringForm(request.POST, prefix="env")
             if not is_admin:
-                settings_form.fields["allow_list"].disabled = True
-                settings_form.fields["allow_public"].disabled = True
+                for admin_only in ("allow_list", "allow_public", "proxy_url", "clear_proxy"):
+                    settings_form.fields[admin_only].disabled = True
             if settings_form.is_valid():
                 try:
                     services.update_environment_monitoring(

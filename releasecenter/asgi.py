@@ -33,6 +33,14 @@ class Handler(ASGIHandler):
         self._sync_handler = BaseHandler()
         self._sync_handler.load_middleware(is_async=False)
 
+    async def __call__(self, scope, receive, send):  # noqa: ANN001, ANN204
+        # Endpoints that apps serve before Django (releasecenter.fastpaths), e.g. pings.
+        if scope["type"] == "http":
+            app = fastpaths.find(scope["path"])
+            if app is not None:
+                return await app(scope, receive, send)
+        return await super().__call__(scope, receive, send)
+
     async def get_response_async(self, request):  # noqa: ANN001, ANN201
         if _serves_async_view(request.path_info):
             return await super().get_response_async(request)
@@ -67,6 +75,9 @@ def _switch_interval() -> float:
 sys.setswitchinterval(_switch_interval())
 
 django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
+
+from releasecenter import fastpaths  # noqa: E402 (after setup: apps register in ready())
+
 application = Handler()
 
 # What the process holds once started (Django, the apps, their modules: hundreds of thousands of

@@ -4,6 +4,8 @@ Apps add their periodic work here (SLA timers, recurring checklists, the deploym
 whole schedule can be read in one place.
 """
 
+from celery.schedules import crontab
+
 BEAT_SCHEDULE: dict[str, dict] = {
     "prune-worker-heartbeats": {
         "task": "releasecenter.tasks.prune_worker_heartbeats",
@@ -28,6 +30,16 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "monitoring-dispatch-due-checks": {
         "task": "monitoring.tasks.dispatch_due_checks",
         "schedule": 5.0,
+    },
+    # Heartbeat checks: a job whose ping is overdue past its grace goes down within 15 s.
+    "monitoring-mark-late-heartbeats": {
+        "task": "monitoring.tasks.mark_late_heartbeats",
+        "schedule": 15.0,
+    },
+    # The demo's "nightly cleanup" cron job, which pings its heartbeat check when done.
+    "monitoring-demo-nightly-cleanup": {
+        "task": "monitoring.tasks.demo_nightly_cleanup",
+        "schedule": crontab(hour=3, minute=0),
     },
     "monitoring-evaluate-targets": {
         "task": "monitoring.tasks.evaluate_targets",

@@ -361,6 +361,7 @@ from releasecenter.schedule import BEAT_SCHEDULE as CELERY_BEAT_SCHEDULE  # noqa
 # --- Health checks --------------------------------------------------------------------------------
 # Raw check results are kept this long; hourly rollups for a year.
 CHECK_RESULT_RETENTION_DAYS = env.int("CHECK_RESULT_RETENTION_DAYS", default=30)
+HEARTBEAT_PINGS_PER_MINUTE = env.int("HEARTBEAT_PINGS_PER_MINUTE", default=60)
 
 # --- Live events ----------------------------------------------------------------------------------
 EVENTS_POLL_SECONDS = 0.5

@@ -10,6 +10,9 @@ An assertion is a small JSON-serialisable dict, stored with the check:
     {"type": "body_matches", "pattern": "^OK"}
     {"type": "header", "name": "Content-Type", "equals": "application/json"}
         or "contains": "json", or "exists": true
+    {"type": "certificate_days_left", "at_least": 14}     (HTTPS: the served certificate)
+    {"type": "tls_version", "at_least": "1.2"}            (HTTPS: the negotiated version)
+    {"type": "http_version", "equals": "1.1"}             (or "at_least")
 
 `validate_assertions` checks specs when a check is saved; `evaluate` runs them against a response
 and returns one `Failure` per unmet assertion. `parse_assertion` turns the compact form people
@@ -25,6 +28,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -45,6 +49,27 @@ class ResponseLike(Protocol):
     latency_ms: float
 
 
+@dataclass(frozen=True)
+class TLSInfo:
+    """The certificate a server presented and the TLS version negotiated with it."""
+
+    not_after: datetime
+    issuer: str
+    names: tuple[str, ...]
+    version: str  # as ssl reports it: "TLSv1.3"
+
+    def days_left(self, now: datetime | None = None) -> float:
+        return (self.not_after - (now or datetime.now(UTC))).total_seconds() / 86400
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "not_after": self.not_after.isoformat(),
+            "issuer": self.issuer,
+            "names": list(self.names),
+            "version": self.version,
+        }
+
+
 @dataclass
 class Response:
     """What assertions see of a response. The engine builds one per check."""
@@ -54,6 +79,8 @@ class Response:
     body: bytes
     latency_ms: float
     truncated: bool = False
+    tls: TLSInfo | None = None
+    http_version: str | None = None
     _json: Any = field(default=None, repr=False)
     _json_error: str | None = field(default=None, repr=False)
     _json_done: bool = field(default=False, repr=False)
@@ -350,6 +377,96 @@ def _check_header(spec: dict[str, Any], response: ResponseLike) -> Failure | Non
     return None
 
 
+_TLS_VERSIONS = {"1.0": (1, 0), "1.1": (1, 1), "1.2": (1, 2), "1.3": (1, 3)}
+
+
+def _validate_certificate_days_left(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    _only(spec, {"at_least"}, where)
+    days = _require(spec, "at_least", where)
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days <= 3650:
+        raise AssertionSpecError(f"{where}: 'at_least' must be a number of days, 0 to 3650")
+    return {"type": "certificate_days_left", "at_least": days}
+
+
+def _version_text(value: Any, known: Mapping[str, tuple[int, int]], where: str) -> str:
+    text = str(value).strip() if isinstance(value, str | int | float) else ""
+    if isinstance(value, bool) or text not in known:
+        raise AssertionSpecError(f"{where}: use one of {', '.join(known)}, not {value!r}")
+    return text
+
+
+def _validate_tls_version(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    _only(spec, {"at_least"}, where)
+    version = _version_text(_require(spec, "at_least", where), _TLS_VERSIONS, where)
+    return {"type": "tls_version", "at_least": version}
+
+
+_HTTP_VERSIONS = {"1.0": (1, 0), "1.1": (1, 1), "2": (2, 0), "3": (3, 0)}
+
+
+def _validate_http_version(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    _only(spec, {"equals", "at_least"}, where)
+    if ("equals" in spec) == ("at_least" in spec):
+        raise AssertionSpecError(f"{where}: give exactly one of 'equals' or 'at_least'")
+    key = "equals" if "equals" in spec else "at_least"
+    return {"type": "http_version", key: _version_text(spec[key], _HTTP_VERSIONS, where)}
+
+
+def _tls(response: ResponseLike) -> TLSInfo | None:
+    return getattr(response, "tls", None)
+
+
+def _check_certificate_days_left(spec: dict[str, Any], response: ResponseLike) -> Failure | None:
+    tls = _tls(response)
+    if tls is None:
+        return Failure(spec, spec["at_least"], None, "no TLS certificate (not an HTTPS answer)")
+    days = tls.days_left()
+    if days >= spec["at_least"]:
+        return None
+    when = tls.not_after.strftime("%Y-%m-%d %H:%M UTC")
+    left = "expired" if days < 0 else f"{days:.1f} days left"
+    return Failure(
+        spec,
+        spec["at_least"],
+        round(days, 1),
+        f"certificate for {', '.join(tls.names[:3]) or 'the server'} expires {when} "
+        f"({left}), expected at least {spec['at_least']} days",
+    )
+
+
+def _check_tls_version(spec: dict[str, Any], response: ResponseLike) -> Failure | None:
+    tls = _tls(response)
+    if tls is None:
+        return Failure(spec, spec["at_least"], None, "no TLS (not an HTTPS answer)")
+    actual = tls.version.removeprefix("TLSv")
+    if _TLS_VERSIONS.get(actual, (0, 0)) >= _TLS_VERSIONS[spec["at_least"]]:
+        return None
+    return Failure(
+        spec,
+        spec["at_least"],
+        tls.version,
+        f"{tls.version} negotiated, expected TLS {spec['at_least']} or later",
+    )
+
+
+def _check_http_version(spec: dict[str, Any], response: ResponseLike) -> Failure | None:
+    actual = getattr(response, "http_version", None) or ""
+    have = _HTTP_VERSIONS.get(
+        actual.removesuffix(".0") if actual.startswith(("2", "3")) else actual
+    )
+    if "equals" in spec:
+        if have == _HTTP_VERSIONS[spec["equals"]]:
+            return None
+        return Failure(
+            spec, spec["equals"], actual, f"HTTP/{actual}, expected HTTP/{spec['equals']}"
+        )
+    if have is not None and have >= _HTTP_VERSIONS[spec["at_least"]]:
+        return None
+    return Failure(
+        spec, spec["at_least"], actual, f"HTTP/{actual}, expected HTTP/{spec['at_least']} or later"
+    )
+
+
 _Validator = Callable[[Mapping[str, Any], str], dict[str, Any]]
 _Checker = Callable[[dict[str, Any], ResponseLike], Failure | None]
 
@@ -360,6 +477,9 @@ _TYPES: dict[str, tuple[_Validator, _Checker]] = {
     "body_contains": (_validate_body_contains, _check_body_contains),
     "body_matches": (_validate_body_matches, _check_body_matches),
     "header": (_validate_header, _check_header),
+    "certificate_days_left": (_validate_certificate_days_left, _check_certificate_days_left),
+    "tls_version": (_validate_tls_version, _check_tls_version),
+    "http_version": (_validate_http_version, _check_http_version),
 }
 
 

@@ -10,35 +10,31 @@ Two halves:
 * Decisions (pure, no I/O unless you ask `check_url` to resolve): `AddressPolicy.check_address`,
   `AddressPolicy.check_url` and `parse_host_literal`. The API calls `check_url` to answer 400 with
   the rule name when a check is saved; that is only early feedback.
-* Enforcement: `make_client(policy)` returns an httpx.AsyncClient whose connection pool uses
-  `GuardedNetworkBackend`. httpcore asks that backend for every new TCP connection, redirects
-  included, with the host *name*; the backend resolves the name itself, checks every resolved
-  address and connects to the checked IP, so a DNS answer that changes between `check_url` and
-  the request (DNS rebinding) cannot slip through. The Host header and TLS SNI still carry the
-  name, because httpcore builds those from the URL, not from what the backend connected to.
-  `resolve_checked(policy, host, port)` is the same resolve-and-judge step for clients that
-  open their own sockets: the health-check engine's `monitoring.lib.http1` calls it for every
-  connection it opens.
+* Enforcement, in two clients:
+  - health checks (monitoring.lib.engine, on aiohttp): `GuardedResolver` is the connector's
+    resolver. aiohttp asks it for every new connection to a host name, redirects and proxies
+    included; it resolves the name itself, judges every address and returns only judged ones,
+    which aiohttp then connects to, the Host header and TLS SNI still carrying the name. So a
+    DNS answer that changes between `check_url` and the request (DNS rebinding) cannot slip
+    through. IP literals never reach a resolver, so the engine judges each hop's literal host
+    with `judge_literal` before sending it.
+  - notifications and deployment webhooks (low volume, httpx): `make_client(policy)` returns an
+    httpx.AsyncClient on `GuardedTransport`, an httpx transport over an httpcore pool whose
+    `network_backend` is `GuardedNetworkBackend`, which does the same resolve-judge-connect for
+    every TCP connection httpcore opens. Both are public hooks of those libraries; nothing here
+    patches a library or reaches into its private attributes.
 
-Why the transport rebuilds the pool: httpx 0.28's AsyncHTTPTransport has no parameter for the
-httpcore network backend, while httpcore 1.x's AsyncConnectionPool accepts `network_backend=`.
-`GuardedTransport` therefore subclasses AsyncHTTPTransport (to keep its request/response and
-exception mapping) and sets `self._pool` itself, to a router holding one guarded httpcore pool
-per origin (see `_PoolPerOrigin` for why). The tests send requests through a spy backend, so an
-httpx upgrade that stops using `_pool` fails them loudly instead of silently unguarding.
-
-The client keeps no cookies and ignores proxy settings from the environment: a proxy would
-connect on our behalf, past the guard.
+Clients keep no cookies and ignore proxy settings from the environment: a proxy would connect
+on our behalf, past the guard. A proxy a project admin sets for an environment is judged like
+any target (its own address, through the same resolver).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import ipaddress
 import re
 import socket
-import sys
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,6 +44,7 @@ import anyio
 import anyio.to_thread
 import httpcore
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -57,13 +54,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Iterable[str]]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-
-# httpcore runs `import sniffio` each time it sets up a lock or an event, several times per
-# request. anyio 4 no longer installs sniffio, and a failed import searches all of sys.path
-# every time: ~20% of a check's CPU on the bench (938 -> 1,196 requests/s on one connection).
-# Recording the absence once makes those imports fail at once, exactly as they would anyway.
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +464,11 @@ class AddressPolicy:
         port = parsed.port or DEFAULT_PORTS[parsed.scheme]
         return self._check_host(parsed.host, port)
 
+    def check_host(self, host: str, port: int) -> Decision:
+        """The verdict on a host (name or literal) and port, every address it resolves to
+        judged: for destinations that are not http(s) URLs (TCP probes, proxies)."""
+        return self._check_host(host, port)
+
     def _check_host(self, host: str, port: int) -> Decision:
         literal = parse_host_literal(host)
         name = None if literal is not None else host
@@ -555,8 +550,8 @@ def _judge(
 async def resolve_checked(policy: AddressPolicy, host: str, port: int) -> list[str]:
     """The addresses to connect to for host:port, each one allowed by the policy (asyncio).
 
-    The guard for clients that open their own sockets (monitoring.lib.http1): resolve the name
-    here (the policy's resolver, else getaddrinfo), judge every address, and hand back only
+    The guard for code that opens its own sockets (the aiohttp resolver, TCP probes): resolve
+    the name here (the policy's resolver, else getaddrinfo), judge every address, and hand back only
     judged ones. Raises SSRFBlocked for a refusal, OSError when the name does not resolve.
     """
     if parse_host_literal(host) is not None:
@@ -578,6 +573,56 @@ async def resolve_checked(policy: AddressPolicy, host: str, port: int) -> list[s
             raise OSError(f"{host!r} has no addresses")
     _judge(policy, host, port, pairs)
     return [connect_to for connect_to, _ in pairs]
+
+
+def judge_literal(policy: AddressPolicy, host: str, port: int) -> None:
+    """Raise SSRFBlocked when `host` spells an IP address (any inet_aton form) the policy
+    refuses; names are left to the connect-time resolver.
+
+    aiohttp hands canonical IP literals straight to the socket without asking the resolver, so
+    the engine judges every hop's literal host (and a proxy's) with this before it sends. A
+    literal cannot change between this check and the connect, unlike a name's DNS answer.
+    """
+    literal = parse_host_literal(host)
+    if literal is None:
+        return
+    decision = policy.check_address(literal, port)
+    if not decision.allowed:
+        raise SSRFBlocked(decision)
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver that resolves, judges every address, and returns only judged ones.
+
+    aiohttp's connector asks its resolver for every new connection to a host name (the engine
+    turns the connector's DNS cache off, so every connect asks), then connects to the addresses
+    returned, with the name kept for the Host header and TLS server name. A refusal raises
+    SSRFBlocked, which aiohttp lets through unchanged, before any socket is opened.
+    """
+
+    def __init__(self, policy: AddressPolicy) -> None:
+        self.policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results: list[ResolveResult] = []
+        for address in await resolve_checked(self.policy, host, port):
+            bare = address.split("%")[0]
+            results.append(
+                {
+                    "hostname": host,
+                    "host": address,
+                    "port": port,
+                    "family": socket.AF_INET6 if ":" in bare else socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            )
+        return results
+
+    async def close(self) -> None:
+        return None
 
 
 class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
@@ -651,54 +696,61 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         await self.inner.sleep(seconds)
 
 
-class _PoolPerOrigin:
-    """Routes each request to an httpcore connection pool of its own origin.
+# httpcore's exceptions and the httpx ones a caller of an httpx client expects, most specific
+# first (the first class an exception is an instance of wins).
+_HTTPCORE_TO_HTTPX: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
 
-    httpcore's pool re-examines every connection it holds for every request it assigns (and
-    asks the socket whether it is still readable while doing so), so one pool with 64
-    connections spends most of its time on bookkeeping: 1,300 requests/s at 4 connections,
-    260/s at 64 on the bench machine. Pools of one origin each stay as small as the per-host
-    limit.
-    """
 
-    # Above this many origins, pools holding no connection are dropped when a new one is made.
-    PRUNE_ABOVE = 64
+def _as_httpx_error(exc: Exception, request: httpx.Request) -> Exception:
+    for core, mapped in _HTTPCORE_TO_HTTPX:
+        if isinstance(exc, core):
+            return mapped(str(exc), request=request)
+    return exc
 
-    def __init__(self, make_pool: Callable[[], httpcore.AsyncConnectionPool]) -> None:
-        self._make_pool = make_pool
-        self._pools: dict[tuple[bytes, bytes, int | None], httpcore.AsyncConnectionPool] = {}
 
-    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
-        origin = (request.url.scheme, request.url.host, request.url.port)
-        pool = self._pools.get(origin)
-        if pool is None:
-            if len(self._pools) >= self.PRUNE_ABOVE:
-                for key, idle in list(self._pools.items()):
-                    if not idle.connections:
-                        del self._pools[key]
-            pool = self._pools[origin] = self._make_pool()
-        return await pool.handle_async_request(request)
+class _GuardedResponseStream(httpx.AsyncByteStream):
+    def __init__(self, stream: Any, request: httpx.Request) -> None:
+        self._stream = stream
+        self._request = request
 
-    def pools(self) -> list[httpcore.AsyncConnectionPool]:
-        return list(self._pools.values())
+    async def __aiter__(self) -> Any:
+        try:
+            async for part in self._stream:
+                yield part
+        except Exception as exc:
+            mapped = _as_httpx_error(exc, self._request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def aclose(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            await pool.aclose()
-
-    async def __aenter__(self) -> _PoolPerOrigin:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+        await self._stream.aclose()
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """AsyncHTTPTransport whose connection pools open every connection through the guard.
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport on an httpcore pool whose every connection goes through the guard.
 
-    `limits` apply per origin (scheme, host, port). No proxy, no unix socket, no environment
-    configuration: a proxy would connect on our behalf and bypass the check.
+    Built on public interfaces only: httpx's `AsyncBaseTransport` and httpcore's
+    `AsyncConnectionPool(network_backend=...)`, the hook httpcore offers for exactly this. (httpx's
+    own AsyncHTTPTransport takes no network backend.) No proxy, no unix socket, no environment
+    configuration: a proxy would connect on our behalf and bypass the check. This client serves
+    the low-volume outbound calls (notifications, deployment webhooks); health checks run on the
+    aiohttp engine (monitoring.lib.engine) with `GuardedResolver`.
     """
 
     def __init__(
@@ -706,32 +758,49 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         policy: AddressPolicy,
         *,
         verify: bool | str = True,
-        http1: bool = True,
-        http2: bool = False,
         limits: httpx.Limits | None = None,
-        retries: int = 0,
         inner_backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
-        # Deliberately not calling super().__init__: it would build an unguarded pool that we
-        # would throw away. The parent's methods only use self._pool.
         limits = limits or httpx.Limits(max_connections=10, max_keepalive_connections=10)
-        ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
         self.policy = policy
         self.network_backend = GuardedNetworkBackend(policy, inner_backend)
+        self.pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=self.network_backend,
+        )
 
-        def make_pool() -> httpcore.AsyncConnectionPool:
-            return httpcore.AsyncConnectionPool(
-                ssl_context=ssl_context,
-                max_connections=limits.max_connections,
-                max_keepalive_connections=limits.max_keepalive_connections,
-                keepalive_expiry=limits.keepalive_expiry,
-                http1=http1,
-                http2=http2,
-                retries=retries,
-                network_backend=self.network_backend,
-            )
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,  # type: ignore[arg-type]
+            extensions=request.extensions,
+        )
+        try:
+            response = await self.pool.handle_async_request(core_request)
+        except Exception as exc:
+            mapped = _as_httpx_error(exc, request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_GuardedResponseStream(response.stream, request),
+            extensions=response.extensions,
+        )
 
-        self._pool = _PoolPerOrigin(make_pool)  # type: ignore[assignment]
+    async def aclose(self) -> None:
+        await self.pool.aclose()
 
 
 class _NoCookies(httpx.Cookies):
@@ -781,7 +850,7 @@ def make_client(
     """Build the one pooled client that all outbound health-check traffic goes through.
 
     Redirects are safe to follow: each hop to a new origin opens a new connection, which goes
-    through the same guarded backend. `limits` apply per origin.
+    through the same guarded backend.
     """
     default_headers = {
         "User-Agent": "ReleaseCenter-HealthCheck/1",
@@ -808,9 +877,11 @@ __all__ = [
     "Decision",
     "GuardedClient",
     "GuardedNetworkBackend",
+    "GuardedResolver",
     "GuardedTransport",
     "SSRFBlocked",
     "is_valid_entry",
+    "judge_literal",
     "make_client",
     "normalise_address",
     "parse_host_literal",

@@ -12,10 +12,10 @@ same targets. Nothing in this module is used at run time.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
-import ssl as ssl_module
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -193,7 +193,9 @@ class TargetServer:
     request it receives, and counts requests in flight and TCP connections open at once.
     """
 
-    def __init__(self, routes: dict[str, Route] | None = None) -> None:
+    def __init__(
+        self, routes: dict[str, Route] | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.routes: dict[str, Route] = {
             "/ok": _ok,
             "/slow": _slow,
@@ -219,6 +221,13 @@ class TargetServer:
         self._in_flight_lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
+        self.scheme = "http"
+        if tls is not None:
+            # HTTPS: every accepted connection does its handshake in its handler's thread.
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.scheme = "https"
         self.port: int = self._server.server_address[1]
         # A short poll interval keeps stop() (and so every test's teardown) quick.
         self._thread = threading.Thread(
@@ -248,7 +257,7 @@ class TargetServer:
             return {r.client_port for r in self.requests}
 
     def url(self, path: str = "/ok") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def start(self) -> TargetServer:
         self._thread.start()
@@ -280,7 +289,8 @@ class SpyBackend(httpcore.AsyncNetworkBackend):
     Used as the guard's inner backend, its `attempts` list is the proof that a refused
     destination was never tried. A non-loopback attempt is recorded and refused here as well, so
     a broken guard makes a test fail rather than reach the network. It serves both clients:
-    httpcore calls `connect_tcp` (httpx, `make_client`), `monitoring.lib.http1` calls `dial`.
+    httpcore calls `connect_tcp` (httpx, `make_client`); the check engine (aiohttp) and TCP
+    probes call `socket_factory`.
     """
 
     def __init__(self) -> None:
@@ -307,21 +317,15 @@ class SpyBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("test spy refuses unix sockets")
 
-    async def dial(
-        self,
-        host: str,
-        port: int,
-        protocol_factory: Callable[[], asyncio.Protocol],
-        *,
-        ssl: ssl_module.SSLContext | None,
-        server_hostname: str | None,
-    ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+    def socket_factory(self, addr_info: Any) -> socket.socket:
+        """aiohttp's connector (the check engine) and TCP probes ask this for each socket
+        they connect: the socket layer under the guard."""
+        family, type_, proto, _, sockaddr = addr_info
+        host, port = sockaddr[0], sockaddr[1]
         self.attempts.append((host, port))
         if not _is_loopback(host):
             raise ConnectionRefusedError(f"test spy refused a non-loopback connect to {host}")
-        return await asyncio.get_running_loop().create_connection(
-            protocol_factory, host, port, ssl=ssl, server_hostname=server_hostname
-        )
+        return socket.socket(family=family, type=type_, proto=proto)
 
     async def sleep(self, seconds: float) -> None:
         await self._real.sleep(seconds)

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
-from monitoring import services
+from monitoring import probes, services
 from monitoring.lib.testing import TargetServer
 from monitoring.models import Check, CheckResult, EnvironmentMonitoring, PerformanceTarget
 from releasecenter import events
@@ -41,12 +42,48 @@ def test_demo_adds_checks_for_the_simulated_cluster_idempotently(db):
     assert PerformanceTarget.objects.filter(environment__project__slug="acme-shop").count() == 4
     # Every demo URL passes the guard under the demo's allow-list.
     for check in checks.select_related("environment", "service"):
-        if not check.is_suite:
+        if check.probe == Check.Probe.TCP:
+            probes.validate_tcp_destination(services.policy_for(check.environment), check.url)
+        elif not check.is_suite and check.probe == Check.Probe.HTTP:
             services.check_destination(check.environment, check.resolved_url())
+    port = checks.get(name="cluster API port")
+    assert (port.environment.name, port.probe, port.url) == (
+        "staging",
+        "tcp",
+        "tcp://127.0.0.1:8001",
+    )
+    cleanup = checks.get(name="nightly cleanup")
+    assert (cleanup.environment.name, cleanup.probe, cleanup.heartbeat_cron) == (
+        "staging",
+        "heartbeat",
+        "0 3 * * *",
+    )
+    assert cleanup.status == "passing" and cleanup.last_ping_at is not None
+    assert cleanup.heartbeat_due_at > timezone.now()
     events_before = AuditEvent.objects.count()
     call_command("seed_demo", stdout=io.StringIO())
     assert sorted(checks.values_list("environment__name", "name", "url")) == first
     assert AuditEvent.objects.count() == events_before
+
+
+def test_the_demo_beat_runs_the_nightly_cleanup_which_pings_its_heartbeat(db):
+    from celery.schedules import crontab
+
+    from monitoring import tasks
+    from releasecenter.schedule import BEAT_SCHEDULE
+
+    call_command("seed_demo", stdout=io.StringIO())
+    entry = BEAT_SCHEDULE["monitoring-demo-nightly-cleanup"]
+    assert entry["task"] == "monitoring.tasks.demo_nightly_cleanup"
+    assert entry["schedule"] == crontab(hour=3, minute=0)
+    assert BEAT_SCHEDULE["monitoring-mark-late-heartbeats"]["schedule"] <= 15
+    cleanup = Check.objects.get(name="nightly cleanup")
+    before = cleanup.last_ping_at
+    tasks.demo_nightly_cleanup()
+    cleanup.refresh_from_db()
+    assert cleanup.last_ping_at > before
+    latest = CheckResult.objects.filter(health_check=cleanup).order_by("-started_at").first()
+    assert latest.trigger == "ping" and latest.passed and '"results"' in latest.excerpt
 
 
 def test_run_now_is_handed_to_one_worker_only(personas, target, django_capture_on_commit_callbacks):

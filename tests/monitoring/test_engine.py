@@ -1,8 +1,7 @@
 """The check engine against target servers on 127.0.0.1 (nothing else is contacted).
 
-Every test that runs checks runs them through both of the engine's HTTP clients (the `checks`
-fixture): monitoring.lib.http1, what workers use, and httpx, used for a policy whose httpx
-client is handed in.
+Every test runs checks through the engine's one HTTP client, aiohttp behind the address guard
+(the `checks` fixture).
 """
 
 from __future__ import annotations
@@ -14,11 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from monitoring.lib.engine import CheckResult, CheckSpec, run_checks, run_checks_sync
-from monitoring.lib.ssrf import AddressPolicy, make_client
+from monitoring.lib.ssrf import AddressPolicy
 from monitoring.lib.testing import TargetServer
 
 
@@ -30,15 +28,10 @@ def anyio_backend() -> str:
 RunChecks = Callable[..., Awaitable[list[CheckResult]]]
 
 
-@pytest.fixture(params=["http1", "httpx"])
-def http_client(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
 @pytest.fixture
-def checks(http_client: str) -> RunChecks:
-    """run_checks through one of the engine's two HTTP clients."""
-    return functools.partial(run_checks, http_client=http_client)
+def checks() -> RunChecks:
+    """run_checks as the workers call it."""
+    return functools.partial(run_checks)
 
 
 @pytest.fixture
@@ -331,21 +324,10 @@ async def test_method_headers_and_body_are_sent(target: TargetServer, checks: Ru
     assert request.body == b'{"ping": 1}'
 
 
-@pytest.mark.anyio
-async def test_supplied_client_is_used_and_left_open(target: TargetServer) -> None:
-    async with make_client(allowing(target)) as client:
-        [result] = await run_checks([CheckSpec("a", "GET", target.url("/ok"))], client=client)
-        assert result.passed
-        assert (await client.get(target.url("/ok"))).status_code == 200
-    with pytest.raises(TypeError, match="make_client"):
-        await run_checks([], client=httpx.AsyncClient())  # type: ignore[arg-type]
-
-
-def test_run_checks_sync_for_celery_tasks(target: TargetServer, http_client: str) -> None:
+def test_run_checks_sync_for_celery_tasks(target: TargetServer) -> None:
     results = run_checks_sync(
         [CheckSpec("sync", "GET", target.url("/ok"), assertions=HEALTHY)],
         policy=allowing(target),
-        http_client=http_client,
     )
     assert results[0].passed
     data = results[0].to_dict()
