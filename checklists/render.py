@@ -22,7 +22,8 @@ from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from .automation import describe
+from releasecenter.automation import describe
+
 from .models import Evidence, RunItem
 from .templatetags.checklists_tags import runbook_inline, runbook_markdown
 

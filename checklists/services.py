@@ -40,11 +40,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from releasecenter import events
+from releasecenter import automation, events
 from releasecenter.models import Environment, Project
 from releasecenter.services import Conflict
 
-from . import automation, drafts
+from . import drafts
 from .lib.markdown_import import (
     RunbookImportError,
     decode_upload,

@@ -1885,7 +1885,7 @@ def run_for_checklist_item(run_item: Any) -> Any:
     A ``{"kind": "check", "name": "..."}`` item runs the check of that name in the run's
     environment instead, so one template can serve staging and production.
     """
-    from checklists.automation import AutomationResult
+    from releasecenter.automation import AutomationResult
 
     spec = run_item.item.automation or {}
     run = run_item.run

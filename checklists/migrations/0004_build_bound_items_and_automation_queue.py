@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('checklists', '0002_restrict_instead_of_protect'),
+        ('checklists', '0003_item_group_label'),
     ]
 
     operations = [

@@ -14,8 +14,8 @@ from django import template
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 
-from checklists.automation import describe
 from checklists.lib.markdown_import import format_due_offset
+from releasecenter.automation import describe
 
 register = template.Library()
 

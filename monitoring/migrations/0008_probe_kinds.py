@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('monitoring', '0005_check_fillfactor'),
+        ('monitoring', '0007_oncall'),
         ('releasecenter', '0002_event_stream_position'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

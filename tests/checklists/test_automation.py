@@ -12,8 +12,9 @@ import httpx
 import pytest
 from django.core.exceptions import ValidationError
 
-from checklists import automation, services, tasks
+from checklists import services, tasks
 from checklists.models import Evidence, RunItem
+from releasecenter import automation
 from releasecenter.models import AuditEvent
 
 

@@ -125,7 +125,7 @@ def test_check_topics_belong_to_their_project(personas, target):
 
 
 def test_checklist_automation_runs_checks(personas):
-    from checklists import automation
+    from releasecenter import automation
 
     assert automation.runner_for("check") is services.run_for_checklist_item
 

@@ -2,11 +2,13 @@
 
 An Item carries ``automation``, a small JSON object whose ``kind`` names a runner, e.g.
 ``{"kind": "check", "check_id": 12}``. Another app supplies the runner for its kind; the
-checklists app knows nothing of health checks, HTTP or anything else the runner does.
+checklists app knows nothing of health checks, HTTP or anything else the runner does. The
+registry lives in the core app so that neither side imports the other (checklists and
+monitoring both depend only on releasecenter).
 
 Recipe for adding a kind (e.g. in monitoring/apps.py, inside ``ready()``)::
 
-    from checklists import automation
+    from releasecenter import automation
 
     def run_health_check(run_item) -> automation.AutomationResult:
         check = HealthCheck.objects.get(pk=run_item.item.automation["check_id"])
