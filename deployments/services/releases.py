@@ -82,7 +82,12 @@ def _publish(target_or_release, verb: str, actor, **kwargs: Any) -> None:  # noq
 
 
 def _locked_release(release: Release) -> Release:
-    return Release.objects.select_for_update().select_related("project").get(pk=release.pk)
+    # Lock the release row only: a FOR UPDATE over the join would lock the project's row too, and
+    # every worker writing an event row of the project (a FOR KEY SHARE on it) would then queue
+    # behind this request while it waits for that worker: a deadlock.
+    return (
+        Release.objects.select_for_update(of=("self",)).select_related("project").get(pk=release.pk)
+    )
 
 
 def _target(release: Release, environment_name: str) -> ReleaseTarget:
@@ -468,7 +473,7 @@ def withdraw_signoff(actor, membership: Membership, signoff: Signoff) -> Signoff
     """Withdraw one's own sign-off (a lead may withdraw anyone's, e.g. a stale rejection)."""
     _locked_release(signoff.target.release)
     signoff = (
-        Signoff.objects.select_for_update()
+        Signoff.objects.select_for_update(of=("self",))
         .select_related("target__environment", "target__release__project")
         .get(pk=signoff.pk)
     )
@@ -664,7 +669,11 @@ def resolve_follow_up(
     actor, membership: Membership, follow_up: FollowUp, resolution: str
 ) -> FollowUp:  # noqa: ANN001
     require_role(membership, Membership.Role.LEAD)
-    follow_up = FollowUp.objects.select_for_update().select_related("release").get(pk=follow_up.pk)
+    follow_up = (
+        FollowUp.objects.select_for_update(of=("self",))
+        .select_related("release")
+        .get(pk=follow_up.pk)
+    )
     if follow_up.resolved_at is not None:
         raise ValidationError("This follow-up is already resolved.")
     resolution = (resolution or "").strip()
