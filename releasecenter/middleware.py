@@ -5,8 +5,10 @@ import re
 import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import JsonResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 
+from .errors import MESSAGES, wants_json
 from .request_context import current_request_id
 
 _safe_id = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -89,3 +91,27 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         if static_file is not None:
             return await sync_to_async(self.serve, thread_sensitive=False)(static_file, request)
         return await self.get_response(request)
+
+
+class JsonErrorsMiddleware(_BothModes):
+    """An API client gets JSON for every error, whichever layer answered."""
+
+    def _fix(self, request, response):  # noqa: ANN001, ANN202
+        if response.status_code < 400 or not wants_json(request):
+            return response
+        if "json" in response.get("Content-Type", ""):
+            return response
+        fixed = JsonResponse(
+            {"detail": MESSAGES.get(response.status_code) or response.reason_phrase},
+            status=response.status_code,
+        )
+        for header in ("Allow", "Retry-After", "WWW-Authenticate", "X-Request-ID"):
+            if header in response:
+                fixed[header] = response[header]
+        return fixed
+
+    def handle(self, request):  # noqa: ANN001, ANN201
+        return self._fix(request, self.get_response(request))
+
+    async def __acall__(self, request):  # noqa: ANN001, ANN204
+        return self._fix(request, await self.get_response(request))

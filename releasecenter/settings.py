@@ -63,6 +63,7 @@ if RELEASECENTER_ENCRYPTION_KEY:
 
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS")
+CSRF_FAILURE_VIEW = "releasecenter.errors.csrf_failure"
 
 # --- Applications ---------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -87,6 +88,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "releasecenter.metrics.MetricsMiddleware",
+    # Outside everything else, so an API client gets JSON whichever layer answered with an error.
+    "releasecenter.middleware.JsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "releasecenter.middleware.StaticFilesMiddleware",
     "releasecenter.middleware.RequestIdMiddleware",

@@ -5,6 +5,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from . import api, health, metrics, stream, views
 
+# The app's own error pages (JSON for API clients); see errors.py for why they are not Django's.
+handler400 = "releasecenter.errors.bad_request"
+handler403 = "releasecenter.errors.permission_denied"
+handler404 = "releasecenter.errors.page_not_found"
+handler500 = "releasecenter.errors.server_error"
+
 api_v1 = [
     path("projects/", api.ProjectList.as_view(), name="api-projects"),
     path("projects/<slug:slug>/", api.ProjectDetail.as_view(), name="api-project"),
