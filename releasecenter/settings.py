@@ -24,6 +24,7 @@ env = environ.Env(
     AZURE_STORAGE_CONNECTION_STRING=(str, ""),
     AZURE_STORAGE_CONTAINER=(str, "releasecenter"),
     SECURE_SSL_REDIRECT=(bool, True),
+    SECURE_COOKIES=(bool, True),
     SECURE_PROXY_SSL_HEADER_ENABLED=(bool, False),
     LOG_LEVEL=(str, "INFO"),
     LOG_JSON=(bool, None),
@@ -241,8 +242,8 @@ if not DEBUG:
     SECURE_SSL_REDIRECT = env("SECURE_SSL_REDIRECT")
     # /health is probed over plain HTTP by load balancers and compose health checks.
     SECURE_REDIRECT_EXEMPT = [r"^health$", r"^metrics$"]
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+    # Off only for plain HTTP on one's own machine (scripts/demo), never behind a proxy.
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env("SECURE_COOKIES")
     if env("SECURE_PROXY_SSL_HEADER_ENABLED"):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
