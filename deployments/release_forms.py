@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from checklists.models import ChecklistTemplate
 from releasecenter.models import Environment
+from releasecenter.validation import MomentFormField
 
 from .models import EnvironmentPolicy, Release, ReleaseTarget, Signoff, TimeWindow
 
@@ -20,6 +21,7 @@ class ReleaseForm(forms.ModelForm):
     class Meta:
         model = Release
         fields = ["version", "commit_sha", "notes", "planned_start"]
+        field_classes = {"planned_start": MomentFormField}
         widgets = {
             "planned_start": forms.DateTimeInput(attrs={"type": "datetime-local"}),
             "notes": forms.Textarea(attrs={"rows": 4}),
@@ -39,6 +41,7 @@ class ReleaseEditForm(forms.ModelForm):
     class Meta:
         model = Release
         fields = ["version", "commit_sha", "notes", "planned_start"]
+        field_classes = {"planned_start": MomentFormField}
         widgets = {
             "planned_start": forms.DateTimeInput(attrs={"type": "datetime-local"}),
             "notes": forms.Textarea(attrs={"rows": 4}),
@@ -67,7 +70,7 @@ class RiskAcceptanceForm(forms.Form):
     environment = forms.CharField()
     item_key = forms.CharField(max_length=40)
     reason = forms.CharField(min_length=10, max_length=2000)
-    expires_at = forms.DateTimeField(
+    expires_at = MomentFormField(
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         initial=lambda: (timezone.now() + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
     )

@@ -52,6 +52,7 @@ from releasecenter.access import require_role
 from releasecenter.crypto import DecryptionError
 from releasecenter.models import Environment, Membership, Project, Service
 from releasecenter.services import Conflict
+from releasecenter.validation import ascii_int
 
 from .lib.assertions import AssertionSpecError, Failure, parse_assertion, validate_assertions
 from .lib.engine import MAX_CONNECTIONS, PER_HOST_LIMIT, CheckRunner, CheckSpec
@@ -102,8 +103,9 @@ def _ports(value: Any) -> list[int]:
     ports = []
     for part in str(value or "").split(","):
         part = part.strip()
-        if part.isdigit() and 0 < int(part) < 65536:
-            ports.append(int(part))
+        port = ascii_int(part)
+        if port is not None and 0 < port < 65536:
+            ports.append(port)
     return ports
 
 

@@ -22,6 +22,7 @@ from django.http import Http404, HttpResponse, StreamingHttpResponse
 
 from . import events
 from .access import membership_for
+from .validation import ascii_int
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ BATCH = 500
 
 def _parse_last_id(request) -> int:  # noqa: ANN001
     raw = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
-    return int(raw) if raw.isdigit() else 0
+    return ascii_int(raw) or 0
 
 
 def _authorise(user, topic: str) -> bool:  # noqa: ANN001

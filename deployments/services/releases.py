@@ -20,6 +20,7 @@ from releasecenter import events
 from releasecenter.access import require_role
 from releasecenter.models import AuditEvent, Environment, Membership, Project
 from releasecenter.services import Conflict
+from releasecenter.validation import ascii_int
 
 from ..decision import Decision, decide
 from ..models import (
@@ -365,10 +366,10 @@ def _review_targets_of_run(run_id: int) -> list[int]:
 
 def on_run_event(event: AuditEvent) -> None:
     """A checklist run changed: re-evaluate the approval of every release target it belongs to."""
-    run_id = event.topic.partition(":")[2]
-    if not run_id.isdigit():
+    run_id = ascii_int(event.topic.partition(":")[2])
+    if run_id is None:
         return
-    for target_id in _review_targets_of_run(int(run_id)):
+    for target_id in _review_targets_of_run(run_id):
         with transaction.atomic():
             locked = (
                 ReleaseTarget.objects.select_for_update(of=("self",))
