@@ -100,15 +100,20 @@ def procfile_sim_options() -> dict[str, str]:
     return dict(zip(options[::2], options[1::2], strict=True))
 
 
-def test_procfile_names_commands_on_path_which_the_demo_puts_first():
-    """A Procfile names commands found on PATH; scripts/demo puts the venv's bin first."""
+def test_procfile_names_commands_on_path_which_the_demo_puts_first(tmp_path):
+    """A Procfile names commands found on PATH; the demo's environment puts the venv's first."""
     venv_bin = ROOT / ".venv" / "bin"
-    for process in ("web", "worker", "beat", "sim"):
-        command = shlex.split(procfile_command(process))[0]
-        assert "/" not in command, (process, command)
-        assert (venv_bin / command).exists(), (process, command)
-    demo = (ROOT / "scripts" / "demo").read_text()
-    assert 'export PATH="$PWD/.venv/bin:$PATH"' in demo
+    commands = [shlex.split(procfile_command(p))[0] for p in ("web", "worker", "beat", "sim")]
+    assert all("/" not in command for command in commands), commands
+    found = subprocess.run(
+        ["bash", "-c", 'source scripts/demo-env && command -v "$@"', "demo", *commands, "honcho"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "RELEASECENTER_VAR_DIR": str(tmp_path), "SIM_PORT": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert found == [str(venv_bin / command) for command in [*commands, "honcho"]]
 
 
 def test_demo_points_at_the_simulated_cluster_and_simcluster_serves_its_services(
