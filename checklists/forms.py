@@ -9,7 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from markdown_it import MarkdownIt
 
-from releasecenter.validation import MomentFormField
+from releasecenter.validation import MomentFormField, load_json
 
 from .lib.markdown_import import MAX_RUNBOOK_BYTES, format_due_offset
 from .models import ChecklistTemplate, RecurringSchedule, Severity
@@ -155,7 +155,7 @@ class ItemForm(forms.Form):
         if not raw:
             return None
         try:
-            return json.loads(raw)
+            return load_json(raw)
         except ValueError as exc:
             raise ValidationError("Write the automation as JSON.") from exc
 

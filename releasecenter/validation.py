@@ -8,8 +8,10 @@ parser can recurse into.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -89,3 +91,15 @@ def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
         else:
             depth -= 1
     return False
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` for JSON typed into a form: a ValueError (which callers already turn into
+    a form error) for nesting past MAX_JSON_DEPTH or a NUL character, as for a parse error."""
+    if json_depth_exceeds(text):
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    value = json.loads(text)
+    where = find_nul(value)
+    if where:
+        raise ValueError(f"{where}: a NUL character (\\u0000) is not allowed")
+    return value

@@ -215,3 +215,24 @@ def test_dates_out_of_range_are_refused_in_the_forms(personas, page):
     assert "between 2000 and 2100" in response.content.decode()
     assert not Release.objects.exists()
     assert not Deployment.objects.exists()
+
+
+# --- JSON typed into forms ---------------------------------------------------------------------
+
+
+def test_json_typed_into_a_form_is_a_form_error(personas):
+    from checklists.forms import ItemForm
+    from monitoring.forms import CheckForm
+    from releasecenter.validation import load_json
+
+    deep = "[" * 100_000
+    item = ItemForm(data={"text": "Deploy", "severity": "none", "automation": deep})
+    assert not item.is_valid() and "automation" in item.errors
+    check = CheckForm(
+        data={"name": "api", "method": "GET", "assertions": "{" * 100_000},
+        project=personas.project,
+    )
+    assert not check.is_valid() and "assertions" in check.errors
+    # An escaped NUL becomes a real one once parsed: jsonb refuses it, so the form does.
+    with pytest.raises(ValueError, match="NUL"):
+        load_json('{"a": ["x\\u0000y"]}')
