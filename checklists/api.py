@@ -13,12 +13,14 @@ from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
+from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from releasecenter.access import project_for
+from releasecenter.api_fields import MomentField
 from releasecenter.models import Membership
+from releasecenter.parsers import JSONParser
 
 from . import drafts, selectors, services
 from .lib.markdown_export import export_runbook
@@ -129,7 +131,7 @@ class RunSerializer(serializers.ModelSerializer):
 class RunCreateSerializer(serializers.Serializer):
     template_id = serializers.IntegerField()
     environment = serializers.CharField(required=False, allow_null=True, help_text="Its name.")
-    planned_start = serializers.DateTimeField(required=False, allow_null=True)
+    planned_start = MomentField(required=False, allow_null=True)
     title = serializers.CharField(required=False, allow_blank=True, max_length=300)
 
 

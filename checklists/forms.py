@@ -10,6 +10,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from markdown_it import MarkdownIt
 
+from releasecenter.validation import MomentFormField, load_json
+
 from .lib.markdown_import import MAX_RUNBOOK_BYTES, format_due_offset
 from .models import ChecklistTemplate, RecurringSchedule, Severity
 
@@ -167,7 +169,7 @@ class ItemForm(forms.Form):
         if not raw:
             return None
         try:
-            return json.loads(raw)
+            return load_json(raw)
         except ValueError as exc:
             raise ValidationError("Write the automation as JSON.") from exc
 
@@ -183,7 +185,7 @@ class ItemForm(forms.Form):
 class RunForm(forms.Form):
     title = forms.CharField(required=False, max_length=300, help_text="Defaults to the template.")
     environment = forms.ModelChoiceField(queryset=None, required=False, empty_label="None")
-    planned_start = forms.DateTimeField(
+    planned_start = MomentFormField(
         required=False,
         label="Planned start (UTC)",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),

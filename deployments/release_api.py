@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from releasecenter.access import object_for, project_for
+from releasecenter.api_fields import MomentField
 from releasecenter.models import AuditEvent
 
 from . import services
@@ -43,6 +44,7 @@ class ReleaseSerializer(serializers.ModelSerializer):
         help_text="Target environments by name; all of the project's by default.",
     )
     created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    planned_start = MomentField(required=False, allow_null=True)
 
     class Meta:
         model = Release

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from checklists.models import ChecklistTemplate
 from releasecenter.models import Environment
+from releasecenter.validation import MomentFormField
 
 from .models import EnvironmentPolicy, Release, ReleaseTarget, Signoff, TimeWindow
 
@@ -21,6 +22,7 @@ class ReleaseForm(forms.ModelForm):
     class Meta:
         model = Release
         fields = ["version", "commit_sha", "notes", "planned_start"]
+        field_classes = {"planned_start": MomentFormField}
         widgets = {
             "planned_start": forms.DateTimeInput(attrs={"type": "datetime-local"}),
             "notes": forms.Textarea(attrs={"rows": 4}),
@@ -40,6 +42,7 @@ class ReleaseEditForm(forms.ModelForm):
     class Meta:
         model = Release
         fields = ["version", "commit_sha", "notes", "planned_start"]
+        field_classes = {"planned_start": MomentFormField}
         widgets = {
             "planned_start": forms.DateTimeInput(attrs={"type": "datetime-local"}),
             "notes": forms.Textarea(attrs={"rows": 4}),
@@ -71,7 +74,7 @@ class RiskAcceptanceForm(forms.Form):
     item_key = forms.CharField(max_length=40)
     reason = forms.CharField(min_length=10, max_length=2000)
     # Read on the server's wall clock (TIME_ZONE); the page's field says which zone that is.
-    expires_at = forms.DateTimeField(
+    expires_at = MomentFormField(
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         initial=lambda: (timezone.now() + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M"),
     )

@@ -26,6 +26,7 @@ from releasecenter.access import object_for, project_for
 from releasecenter.models import AuditEvent, Membership
 from releasecenter.services import Conflict
 from releasecenter.templatetags.releasecenter import describe_event
+from releasecenter.validation import ascii_int
 
 from . import release_forms as forms
 from . import render as release_render
@@ -599,10 +600,10 @@ def environment_policy(request, slug: str, environment: str):  # noqa: ANN001, A
                 messages.success(request, "Window added.")
                 return back
         elif action == "delete-window":
-            window_id = request.POST.get("window", "")
+            window_id = ascii_int(request.POST.get("window"))
             window = (
-                TimeWindow.objects.filter(pk=int(window_id), environment=env).first()
-                if window_id.isdigit()
+                TimeWindow.objects.filter(pk=window_id, environment=env).first()
+                if window_id is not None
                 else None
             )
             if window is None:

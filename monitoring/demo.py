@@ -1,7 +1,7 @@
 """Demo and benchmark data for monitoring. Every step is idempotent.
 
-The demo's simulated cluster (``python -m deployments.sim``, port 8001) serves each service's
-health at ``http://127.0.0.1:8001/_services/<namespace>/<deployment>/health``; the demo deploys
+The demo's simulated cluster (``python -m deployments.sim``, at ``SIMCLUSTER_URL``) serves each
+service's health at ``$SIMCLUSTER_URL/_services/<namespace>/<deployment>/health``; the demo deploys
 Acme Shop's services into the namespace ``acme-shop-<environment>``. Those are loopback
 addresses, so each environment's allow-list opens 127.0.0.1 — and nothing else.
 """
@@ -22,18 +22,35 @@ from . import heartbeats
 from .models import Check, EnvironmentMonitoring, PerformanceTarget
 from .services import clean_assertions
 
-# The same simulated cluster the demo deploys to (deployments.jobs_demo reads the same variable).
-SIM_URL = os.environ.get("SIMCLUSTER_URL", "http://127.0.0.1:8001").rstrip("/")
+
+def sim_url() -> str:
+    """The simulated cluster the demo deploys to (deployments.jobs_demo reads the same variable,
+    which scripts/demo exports from SIM_PORT)."""
+    return os.environ.get("SIMCLUSTER_URL", "http://127.0.0.1:8001").rstrip("/")
+
+
 DEMO_CHECKED_SERVICES = ["auth-service", "catalog-service", "payment-service", "storefront-web"]
 HEALTHY = ["status == 200", '$.status == "healthy"', "latency < 500"]
 NIGHTLY_CLEANUP = "nightly cleanup"
 
 
 def sim_health_url(project: Project, environment: Environment, service: str) -> str:
-    return f"{SIM_URL}/_services/{project.slug}-{environment.name}/{service}/health"
+    return f"{sim_url()}/_services/{project.slug}-{environment.name}/{service}/health"
+
+
+def _follow_the_cluster(project: Project) -> None:
+    """The demo's cluster came up on another port than at the first seed: move its checks."""
+    base = urlsplit(sim_url())
+    for pk, url in Check.objects.filter(project=project, url__contains="/_services/").values_list(
+        "pk", "url"
+    ):
+        old = urlsplit(url)
+        if old.hostname == base.hostname and old.netloc != base.netloc:
+            Check.objects.filter(pk=pk).update(url=old._replace(netloc=base.netloc).geturl())
 
 
 def seed_demo(project: Project) -> None:
+    _follow_the_cluster(project)
     now = timezone.now()
     services = {s.name: s for s in project.services.all()}
     assertions = clean_assertions(HEALTHY)
@@ -70,7 +87,7 @@ def seed_demo(project: Project) -> None:
     staging = project.environments.filter(name="staging").first()
     if staging is None:
         return
-    sim = urlsplit(SIM_URL)
+    sim = urlsplit(sim_url())
     # A TCP probe of the simulated cluster's API port: is anything listening at all?
     Check.objects.get_or_create(
         environment=staging,
@@ -173,7 +190,7 @@ def seed_bench(projects: list[Project]) -> None:
                 environment=env,
                 service=service,
                 name=f"{service.name} health",
-                url=f"{SIM_URL}/_services/{env.name}/{service.name}/health",
+                url=f"{sim_url()}/_services/{env.name}/{service.name}/health",
                 assertions=assertions,
             )
             for env in environments

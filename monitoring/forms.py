@@ -7,6 +7,8 @@ from typing import Any
 
 from django import forms
 
+from releasecenter.validation import load_json
+
 from .models import MAX_TIMEOUT_SECONDS, METHODS, Check, PerformanceTarget
 
 ASSERTIONS_HELP = (
@@ -144,7 +146,7 @@ class CheckForm(forms.Form):
                 continue
             if line.startswith("{"):
                 try:
-                    items.append(json.loads(line))
+                    items.append(load_json(line))
                 except ValueError:
                     raise forms.ValidationError(f"Line {number} is not a JSON object.") from None
             else:

@@ -51,6 +51,7 @@ from releasecenter.access import require_role
 from releasecenter.crypto import DecryptionError
 from releasecenter.models import Environment, Membership, Project, Service
 from releasecenter.services import Conflict
+from releasecenter.validation import ascii_int
 
 from . import heartbeats, probes
 from .lib.assertions import (
@@ -115,8 +116,9 @@ def _ports(value: Any) -> list[int]:
     ports = []
     for part in str(value or "").split(","):
         part = part.strip()
-        if part.isdigit() and 0 < int(part) < 65536:
-            ports.append(int(part))
+        port = ascii_int(part)
+        if port is not None and 0 < port < 65536:
+            ports.append(port)
     return ports
 
 

@@ -6,6 +6,7 @@ what (an object of another project is a 404).
 
 from __future__ import annotations
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -35,7 +36,9 @@ def exception_handler(exc, context):  # noqa: ANN001, ANN201
         exc = ConflictError(str(exc))
     if isinstance(exc, DjangoPermissionDenied):
         return Response({"detail": str(exc) or "Not allowed."}, status=status.HTTP_403_FORBIDDEN)
-    if isinstance(exc, Http404):
+    # ObjectDoesNotExist: the row went away between the view's lookup and the service's lock (a
+    # check deleted while another request changes it).
+    if isinstance(exc, Http404 | ObjectDoesNotExist):
         return Response({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
     return drf_exception_handler(exc, context)
 

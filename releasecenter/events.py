@@ -26,6 +26,7 @@ from django.db import connection, models, transaction
 
 from .models import AuditEvent, Project
 from .request_context import current_request_id
+from .validation import ascii_int
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def topic_project_id(topic: str) -> int | None:
     """The id of the project a topic belongs to, or None for an unknown or malformed topic."""
     kind, _, object_id = topic.partition(":")
     resolver = _resolvers.get(kind)
-    if resolver is None or not object_id.isdigit():
+    if resolver is None or ascii_int(object_id) is None:
         return None
     return resolver(object_id)
 

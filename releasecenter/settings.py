@@ -24,6 +24,7 @@ env = environ.Env(
     AZURE_STORAGE_CONNECTION_STRING=(str, ""),
     AZURE_STORAGE_CONTAINER=(str, "releasecenter"),
     SECURE_SSL_REDIRECT=(bool, True),
+    SECURE_COOKIES=(bool, True),
     SECURE_PROXY_SSL_HEADER_ENABLED=(bool, False),
     LOG_LEVEL=(str, "INFO"),
     LOG_JSON=(bool, None),
@@ -80,6 +81,7 @@ EMAIL_BACKEND = (
 DEFAULT_FROM_EMAIL = env.str(
     "DEFAULT_FROM_EMAIL", default="Release Center <releasecenter@localhost>"
 )
+CSRF_FAILURE_VIEW = "releasecenter.errors.csrf_failure"
 
 # --- Applications ---------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -104,9 +106,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "releasecenter.metrics.MetricsMiddleware",
+    # Outside everything else, so an API client gets JSON whichever layer answered with an error.
+    "releasecenter.middleware.JsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "releasecenter.middleware.StaticFilesMiddleware",
     "releasecenter.middleware.RequestIdMiddleware",
+    "releasecenter.middleware.BadInputMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -255,8 +260,8 @@ if not DEBUG:
     SECURE_SSL_REDIRECT = env("SECURE_SSL_REDIRECT")
     # /health is probed over plain HTTP by load balancers and compose health checks.
     SECURE_REDIRECT_EXEMPT = [r"^health$", r"^metrics$"]
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+    # Off only for plain HTTP on one's own machine (scripts/demo), never behind a proxy.
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env("SECURE_COOKIES")
     if env("SECURE_PROXY_SSL_HEADER_ENABLED"):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -289,6 +294,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Ours refuses non-objects, NUL characters and deep nesting with a 400 (parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "releasecenter.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

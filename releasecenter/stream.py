@@ -32,6 +32,7 @@ from django.http import Http404, HttpResponse, StreamingHttpResponse
 
 from . import events, metrics
 from .access import membership_for
+from .validation import ascii_int
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ ACCESS_MEMO_SECONDS = 1.0
 
 def _parse_last_id(request) -> int:  # noqa: ANN001
     raw = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
-    return int(raw) if raw.isdigit() else 0
+    return ascii_int(raw) or 0
 
 
 def _authorise(user, topic: str) -> bool:  # noqa: ANN001

@@ -5,6 +5,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from . import api, health, metrics, stream, views
 
+# The app's own error pages (JSON for API clients); see errors.py for why they are not Django's.
+handler400 = "releasecenter.errors.bad_request"
+handler403 = "releasecenter.errors.permission_denied"
+handler404 = "releasecenter.errors.page_not_found"
+handler500 = "releasecenter.errors.server_error"
+
 api_v1 = [
     path("projects/", api.ProjectList.as_view(), name="api-projects"),
     path("projects/<slug:slug>/", api.ProjectDetail.as_view(), name="api-project"),
@@ -26,8 +32,8 @@ urlpatterns = [
     path("", views.project_list, name="project-list"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("tokens/", views.api_tokens, name="api-tokens"),
-    path("tokens/<int:token_id>/revoke/", views.revoke_api_token, name="api-token-revoke"),
+    path("tokens/", views.api_tokens, name="token-list"),
+    path("tokens/<int:token_id>/revoke/", views.revoke_api_token, name="token-revoke"),
     path("p/<slug:slug>/", views.project_overview, name="project-overview"),
     path("p/<slug:slug>/announce/", views.post_announcement, name="project-announce"),
     path("p/<slug:slug>/settings/", views.project_settings, name="project-settings"),

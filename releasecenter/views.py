@@ -188,4 +188,4 @@ def revoke_api_token(request, token_id: int):  # noqa: ANN001, ANN201
         raise Http404
     services.revoke_api_token(request.user, token)
     messages.success(request, f"Token {token.name} revoked.")
-    return redirect("api-tokens")
+    return redirect("token-list")

@@ -189,7 +189,7 @@ def _move_target(
 ) -> ReleaseTarget | None:
     """Move the release's target in this environment, where the release table allows it."""
     target = (
-        ReleaseTarget.objects.select_for_update()
+        ReleaseTarget.objects.select_for_update(of=("self",))
         .select_related("environment", "release__project")
         .filter(release_id=deployment.release_id, environment_id=deployment.environment_id)
         .first()
@@ -497,7 +497,7 @@ def start_deployment(
                 raise _Collision from exc
             _create_steps(deployment, [(s, s.name, s.tier) for s in services])
             release_target = (
-                ReleaseTarget.objects.select_for_update()
+                ReleaseTarget.objects.select_for_update(of=("self",))
                 .select_related("environment", "release__project")
                 .get(release=release, environment=environment)
             )

@@ -20,6 +20,7 @@ from releasecenter import events
 from releasecenter.access import require_role
 from releasecenter.models import AuditEvent, Environment, Membership, Project
 from releasecenter.services import Conflict
+from releasecenter.validation import ascii_int
 
 from ..decision import Decision, decide
 from ..models import (
@@ -96,7 +97,12 @@ def _publish(target_or_release, verb: str, actor, **kwargs: Any) -> None:  # noq
 
 
 def _locked_release(release: Release) -> Release:
-    return Release.objects.select_for_update().select_related("project").get(pk=release.pk)
+    # Lock the release row only: a FOR UPDATE over the join would lock the project's row too, and
+    # every worker writing an event row of the project (a FOR KEY SHARE on it) would then queue
+    # behind this request while it waits for that worker: a deadlock.
+    return (
+        Release.objects.select_for_update(of=("self",)).select_related("project").get(pk=release.pk)
+    )
 
 
 def _target(release: Release, environment_name: str) -> ReleaseTarget:
@@ -483,10 +489,10 @@ def _review_targets_of_run(run_id: int) -> list[int]:
 
 def on_run_event(event: AuditEvent) -> None:
     """A checklist run changed: re-evaluate the approval of every release target it belongs to."""
-    run_id = event.topic.partition(":")[2]
-    if not run_id.isdigit():
+    run_id = ascii_int(event.topic.partition(":")[2])
+    if run_id is None:
         return
-    for target_id in _review_targets_of_run(int(run_id)):
+    for target_id in _review_targets_of_run(run_id):
         with transaction.atomic():
             locked = (
                 ReleaseTarget.objects.select_for_update(of=("self",))
@@ -591,7 +597,7 @@ def withdraw_signoff(actor, membership: Membership, signoff: Signoff) -> Signoff
     """Withdraw one's own sign-off (a lead may withdraw anyone's, e.g. a stale rejection)."""
     _locked_release(signoff.target.release)
     signoff = (
-        Signoff.objects.select_for_update()
+        Signoff.objects.select_for_update(of=("self",))
         .select_related("target__environment", "target__release__project")
         .get(pk=signoff.pk)
     )
@@ -813,7 +819,11 @@ def resolve_follow_up(
     actor, membership: Membership, follow_up: FollowUp, resolution: str
 ) -> FollowUp:  # noqa: ANN001
     require_role(membership, Membership.Role.LEAD)
-    follow_up = FollowUp.objects.select_for_update().select_related("release").get(pk=follow_up.pk)
+    follow_up = (
+        FollowUp.objects.select_for_update(of=("self",))
+        .select_related("release")
+        .get(pk=follow_up.pk)
+    )
     if follow_up.resolved_at is not None:
         raise ValidationError("This follow-up is already resolved.")
     resolution = (resolution or "").strip()

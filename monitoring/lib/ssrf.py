@@ -453,6 +453,12 @@ class AddressPolicy:
 
         Resolution happens now and again at connect time; only the connect-time check protects.
         """
+        if "\\" in _authority(url):
+            # WHATWG parsers (browsers, wherever the URL is shown as a link) end the host at a
+            # backslash, Python's at the next "/": "http://127.0.0.1\\@1.1.1.1/" names two hosts.
+            return Decision(
+                False, "invalid-url", "a backslash before the path makes the host ambiguous"
+            )
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, TypeError, ValueError):
@@ -501,6 +507,17 @@ class AddressPolicy:
                 if not decision.allowed:
                     return decision
         return Decision(False, "invalid-url", f"{url!r} is not a valid URL")
+
+
+def _authority(url: str) -> str:
+    """The part of `url` a parser could read a host from: from the scheme to the path."""
+    _scheme, sep, rest = url.partition(":")
+    if not sep:
+        return ""
+    rest = rest.lstrip("/")
+    for end in "/?#":
+        rest = rest.split(end, 1)[0]
+    return rest
 
 
 def _to_address(ip: str | IPAddress) -> IPAddress:

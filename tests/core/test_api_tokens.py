@@ -73,3 +73,40 @@ def test_unknown_user_command_fails_clearly(db):
 
     with pytest.raises(CommandError, match="No active user 'nobody'"):
         call_command("create_api_token", "nobody", "--name", "x")
+
+
+def _form_action(html: str, button: str) -> str:
+    import re
+
+    for form in re.findall(r"<form\b[^>]*>.*?</form>", html, re.S):
+        if f">{button}</button>" in form:
+            return re.search(r'action="([^"]*)"', form).group(1)
+    raise AssertionError(f"no form with a {button!r} button")
+
+
+def test_revoking_in_the_page_stops_the_token(personas):
+    """The flow a person clicks: the menu link, the create form, the Revoke button, with CSRF
+    enforced as in a browser; the revoked token is then refused by the API."""
+    import re
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(personas.member)
+    home = browser.get("/").content.decode()
+    tokens_url = re.search(r'<a href="([^"]+)">API tokens</a>', home).group(1)
+    page = browser.get(tokens_url)
+    assert page.status_code == 200
+    assert "Create token" in page.content.decode()
+    csrf = browser.cookies["csrftoken"].value
+    created = browser.post(tokens_url, {"name": "CI", "csrfmiddlewaretoken": csrf})
+    assert created.status_code == 200
+    raw = created.context["new_token"]
+    api = Client()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    assert api.get("/api/v1/projects/", **auth).status_code == 200
+
+    revoke_url = _form_action(created.content.decode(), "Revoke")
+    revoked = browser.post(revoke_url, {"csrfmiddlewaretoken": csrf}, follow=True)
+    assert revoked.status_code == 200
+    assert revoked.redirect_chain[-1][0] == tokens_url
+    assert "revoked" in revoked.content.decode()
+    assert api.get("/api/v1/projects/", **auth).status_code == 401

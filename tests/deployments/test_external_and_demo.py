@@ -4,15 +4,16 @@ at the simulated cluster that `manage.py simcluster --seed-project` starts with 
 from __future__ import annotations
 
 import io
+import os
 import shlex
 import subprocess
-import sys
 
 import httpx
 from django.core.management import call_command
 
 from deployments import services
 from deployments.models import DeployedVersion, Deployment, DeployTarget, ReleaseTarget
+from monitoring.models import Check
 from tests.conftest import ROOT, _child_env, free_port, stop_process, wait_for_port
 
 from .jobs_helpers import approved_release
@@ -80,43 +81,73 @@ def test_an_external_deployment_is_reported_start_steps_finish(personas, api_cli
     assert ci.post(base + "rollback/").status_code == 400
 
 
+def procfile_command(process: str) -> str:
+    """The command line of one Procfile process, as honcho hands it to a shell."""
+    line = next(
+        line
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.startswith(f"{process}:")
+    )
+    return line.split(":", 1)[1].strip()
+
+
 def procfile_sim_options() -> dict[str, str]:
     """The options of the Procfile's sim process, which README command 1 starts."""
-    line = next(
-        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("sim:")
-    )
-    words = shlex.split(line.split(":", 1)[1])
-    assert words[:3] == [".venv/bin/python", "manage.py", "simcluster"], words
+    words = shlex.split(procfile_command("sim"))
+    assert words[:3] == ["python", "manage.py", "simcluster"], words
     options = words[3:]
     assert len(options) % 2 == 0 and all(o.startswith("--") for o in options[::2]), options
     return dict(zip(options[::2], options[1::2], strict=True))
 
 
+def test_procfile_names_commands_on_path_which_the_demo_puts_first(tmp_path):
+    """A Procfile names commands found on PATH; the demo's environment puts the venv's first."""
+    venv_bin = ROOT / ".venv" / "bin"
+    commands = [shlex.split(procfile_command(p))[0] for p in ("web", "worker", "beat", "sim")]
+    assert all("/" not in command for command in commands), commands
+    found = subprocess.run(
+        ["bash", "-c", 'source scripts/demo-env && command -v "$@"', "demo", *commands, "honcho"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "RELEASECENTER_VAR_DIR": str(tmp_path), "SIM_PORT": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert found == [str(venv_bin / command) for command in [*commands, "honcho"]]
+
+
 def test_demo_points_at_the_simulated_cluster_and_simcluster_serves_its_services(
-    transactional_db,
+    transactional_db, monkeypatch
 ):
+    monkeypatch.setenv("SIMCLUSTER_URL", "http://127.0.0.1:8001")
     call_command("seed_demo", stdout=io.StringIO())
     targets = DeployTarget.objects.filter(environment__project__slug="acme-shop")
     assert {t.environment.name for t in targets} == {"staging", "production"}
     staging = targets.get(environment__name="staging")
     assert staging.api_url == "http://127.0.0.1:8001" and staging.bearer_token
     assert DeployedVersion.objects.filter(environment=staging.environment).count() == 8
+    # The demo starts again and finds 8001 taken (another demo): scripts/demo exports another
+    # SIM_PORT and the SIMCLUSTER_URL made of it, and the seed follows the cluster there.
     port = free_port()
-    DeployTarget.objects.filter(environment__project__slug="acme-shop").update(
-        api_url=f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("SIMCLUSTER_URL", f"http://127.0.0.1:{port}")
+    call_command("seed_demo", stdout=io.StringIO())
+    staging.refresh_from_db()
+    assert staging.api_url == f"http://127.0.0.1:{port}"
+    assert staging.verify_allow_list == f"127.0.0.1:{port}"
+    assert staging.health_url_template.startswith(f"http://127.0.0.1:{port}/_services/")
+    check_urls = list(
+        Check.objects.filter(project__slug="acme-shop")
+        .exclude(kind=Check.Kind.SUITE)
+        .values_list("url", flat=True)
     )
-    # The demo's own command line (the Procfile's sim), on a port of this test.
+    assert check_urls and all(url.startswith(f"http://127.0.0.1:{port}/") for url in check_urls)
+    # The Procfile's own sim line, run as honcho runs it: by a shell, venv's bin first on PATH.
     options = procfile_sim_options()
-    options["--port"] = str(port)
+    venv_bin = str(ROOT / ".venv" / "bin")
     sim = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "simcluster",
-            *[part for pair in options.items() for part in pair],
-        ],
+        ["sh", "-c", "exec " + procfile_command("sim")],
         cwd=ROOT,
-        env=_child_env(),
+        env=_child_env(SIM_PORT=str(port), PATH=f"{venv_bin}:{os.environ['PATH']}"),
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -273,6 +273,31 @@ def test_check_url_allows_public_name() -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        # Python reads the host as 1.1.1.1, a browser (WHATWG) as 127.0.0.1.
+        "http://127.0.0.1\\@1.1.1.1/",
+        "http://127.0.0.1\\@example.test/health",
+        "https://example.test\\.evil.test/",
+        "http:\\\\example.test/",
+        "http:/\\example.test/",
+    ],
+)
+def test_backslash_in_the_authority_is_refused(url: str) -> None:
+    def resolver(host: str, port: int) -> list[str]:
+        return {"example.test": ["93.184.216.34"], "1.1.1.1": ["1.1.1.1"]}.get(host, [])
+
+    decision = AddressPolicy(resolver=resolver).check_url(url)
+    assert (decision.allowed, decision.rule) == (False, "invalid-url"), decision
+    assert "backslash" in decision.message
+
+
+def test_backslash_after_the_authority_is_only_a_path() -> None:
+    policy = AddressPolicy(resolver=fake_resolver({"example.test": ["93.184.216.34"]}))
+    assert policy.check_url("https://example.test/a\\b?q=\\").allowed
+
+
+@pytest.mark.parametrize(
     "entry", ["10.0.0.1/8", "not a host", "127.0.0.1:99999", "[::1", "127.0.0.1:http"]
 )
 def test_bad_policy_entries_are_rejected(entry: str) -> None:
