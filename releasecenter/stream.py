@@ -90,10 +90,6 @@ class WakeupHub:
         if redis_url:
             self._tasks.append(self.loop.create_task(self._listen()))
 
-    @property
-    def stream_count(self) -> int:
-        return sum(len(waiters) for waiters in self._waiters.values())
-
     def watch(self, topic: str) -> asyncio.Event:
         """Register a stream's interest before its first read, so no wake-up falls between."""
         waiter = asyncio.Event()

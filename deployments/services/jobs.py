@@ -595,9 +595,16 @@ def request_cancel(actor, membership: Membership, deployment: Deployment) -> Dep
 
 
 def _applied_steps(deployment: Deployment) -> list[DeploymentStep]:
+    """The apply steps that may have changed the cluster: every one that started, not only those
+    recorded as succeeded. A worker killed after its patch reached the cluster but before it
+    recorded the answer leaves the step running (the reaper then fails it), and the service runs
+    the new image while the database says the old one (drills/kill_deployment_worker.py).
+    Rolling back a service the patch never reached restores the image it still runs."""
     return list(
         DeploymentStep.objects.filter(
-            deployment=deployment, kind=DeploymentStep.Kind.APPLY, status=STEP.SUCCEEDED
+            Q(status=STEP.SUCCEEDED) | Q(started_at__isnull=False),
+            deployment=deployment,
+            kind=DeploymentStep.Kind.APPLY,
         ).select_related("service")
     )
 
