@@ -172,6 +172,8 @@ def seed(project) -> None:  # noqa: ANN001
         lead,
         postmortem,
         version=None,
+        impact="P2 in staging (catalog-service) for 20 minutes: checkout pages took 4–6 s and "
+        "search timed out; production was not affected.",
         root_cause="The new ranking in 1.3.1 loaded each product's stock in its own query.",
         went_well="The suspect deployment was on the incident page; rollback took 3 minutes.",
         went_badly="No latency check on search in staging, so a person noticed first.",

@@ -238,6 +238,9 @@ class Incident(models.Model):
     def allowed_moves(self) -> list[str]:
         return list(self.TRANSITIONS[self.status])
 
+    def delete(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        raise TypeError("Incidents are never deleted, only closed.")
+
 
 class TimelineEntry(models.Model):
     """One line of an incident's own timeline: what a person wrote, or what happened to the
@@ -291,6 +294,9 @@ class TimelineEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} on {self.incident_id}: {self.text[:40]}"
+
+    def delete(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        raise TypeError("Timeline entries are never deleted; their author may edit them.")
 
 
 class IncidentSuggestion(models.Model):

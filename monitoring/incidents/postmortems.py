@@ -45,9 +45,8 @@ def _record(incident: Incident) -> str:
     lines = []
     for s in suspects:
         changes = ", ".join(f"{c.service} {c.before} → {c.after}" for c in s.changes)
-        rolled = " — rolled back" if s.rolled_back else ""
         lines.append(
-            f"- [{s.title}]({s.url}), {s.status.lower()}{rolled}: {changes or 'no service changed'}"
+            f"- [{s.title}]({s.url}), {s.status.lower()}: {changes or 'no service changed'}"
         )
     parts.append("## Suspect deployments\n\n" + ("\n".join(lines) or "_None in the hours before._"))
     facts = incident_hooks.postmortem_facts(incident.project_id, env_ids, since, until)

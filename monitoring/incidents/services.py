@@ -738,52 +738,93 @@ def record_signal(
 def evaluate_sla(now: datetime | None = None) -> int:
     """Stamp and record every clock that ran out since the last evaluation; returns how many.
 
-    Two indexed queries find the due clocks; a conditional update stamps each breach once, so
-    two beats racing write one entry between them.
+    Per clock, one transaction: lock the due rows (skipping rows another beat holds), stamp
+    them in one UPDATE, and write their timeline entries and events in bulk, so a thousand
+    incidents breaching at once cost a handful of statements, and two beats racing record
+    each breach once.
     """
+    from releasecenter.models import AuditEvent
+
     now = now or timezone.now()
     breaches = 0
-    open_statuses = Incident.OPEN_STATUSES
-    kinds = [
-        (
-            "acknowledge",
-            Incident.objects.filter(
-                status__in=open_statuses,
-                acknowledged_at__isnull=True,
-                acknowledge_due_at__lte=now,
-                acknowledge_breached_at__isnull=True,
-            ),
-        ),
-        (
-            "update",
-            Incident.objects.filter(
-                status__in=open_statuses,
-                update_due_at__lte=now,
-                update_breached_at__isnull=True,
-            ),
-        ),
-    ]
-    for clock, queryset in kinds:
-        for incident in queryset.select_related("project"):
-            with transaction.atomic():
-                stamp = {f"{clock}_breached_at": now}
-                won = Incident.objects.filter(
-                    pk=incident.pk, **{f"{clock}_breached_at__isnull": True}
-                ).update(**stamp)
-                if not won:
-                    continue
-                due_at = getattr(incident, f"{clock}_due_at")
-                what = "acknowledged" if clock == "acknowledge" else "given a status update"
-                _entry(
-                    incident,
-                    TimelineEntry.Kind.BREACH,
-                    f"{incident.reference} {incident.severity} SLA breached: not {what} by "
-                    f"{due_at:%H:%M %Z}",
-                    occurred_at=due_at,
-                    data={"clock": clock, "due_at": due_at.isoformat()},
-                    verb="incident.sla_breached",
+    for clock in ("acknowledge", "update"):
+        due = {
+            f"{clock}_due_at__lte": now,
+            f"{clock}_breached_at__isnull": True,
+        }
+        if clock == "acknowledge":
+            due["acknowledged_at__isnull"] = True
+        with transaction.atomic():
+            rows = list(
+                Incident.objects.filter(status__in=Incident.OPEN_STATUSES, **due)
+                .select_for_update(of=("self",), skip_locked=True)
+                .select_related("project")
+                .only(
+                    "id",
+                    "number",
+                    "title",
+                    "severity",
+                    "version",
+                    "project_id",
+                    "project__slug",
+                    f"{clock}_due_at",
                 )
-                breaches += 1
+            )
+            if not rows:
+                continue
+            Incident.objects.filter(pk__in=[r.pk for r in rows]).update(
+                **{f"{clock}_breached_at": now}
+            )
+            what = "acknowledged" if clock == "acknowledge" else "given a status update"
+            entries = TimelineEntry.objects.bulk_create(
+                [
+                    TimelineEntry(
+                        incident=r,
+                        kind=TimelineEntry.Kind.BREACH,
+                        source=TimelineEntry.Source.SYSTEM,
+                        text=f"{r.reference} {r.severity} SLA breached: not {what} by "
+                        f"{getattr(r, f'{clock}_due_at'):%H:%M %Z}",
+                        occurred_at=getattr(r, f"{clock}_due_at"),
+                        created_at=now,
+                        data={"clock": clock, "due_at": getattr(r, f"{clock}_due_at").isoformat()},
+                    )
+                    for r in rows
+                ]
+            )
+            links: dict[str, str] = {}
+            events_rows = []
+            for incident, entry in zip(rows, entries, strict=True):
+                slug = incident.project.slug
+                if slug not in links:
+                    links[slug] = reverse("incident-detail", args=[slug, 987654321])
+                data = {
+                    "incident_id": incident.pk,
+                    "reference": incident.reference,
+                    "title": incident.title,
+                    "url": links[slug].replace("987654321", str(incident.number)),
+                    "text": entry.text,
+                    "entry_id": entry.pk,
+                    "version": incident.version,
+                }
+                common = {
+                    "verb": "incident.sla_breached",
+                    "object_type": Incident._meta.label_lower,
+                    "object_id": str(incident.pk),
+                    "created_at": now,
+                }
+                # One row, on the project: the audit log, and the incident page (which follows
+                # the project's topic too) refreshes its clocks from it. A thousand breaches
+                # at once should not write two thousand rows.
+                events_rows.append(
+                    AuditEvent(
+                        topic=f"project:{incident.project_id}",
+                        project_id=incident.project_id,
+                        data=data,
+                        **common,
+                    )
+                )
+            events.publish_many(events_rows)
+            breaches += len(rows)
     return breaches
 
 

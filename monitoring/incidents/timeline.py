@@ -110,7 +110,23 @@ def merged(
     since, until = window_of(incident)
     if environment_ids is None:
         environment_ids = list(incident.environments.values_list("pk", flat=True))
-    own = TimelineEntry.objects.filter(incident=incident).select_related("author")
+    own = (
+        TimelineEntry.objects.filter(incident=incident)
+        .select_related("author")
+        .only(
+            "id",
+            "kind",
+            "source",
+            "text",
+            "occurred_at",
+            "edited_at",
+            "subject_type",
+            "subject_id",
+            "subject_url",
+            "author_id",
+            "author__username",
+        )
+    )
     if before is not None:
         own = own.filter(occurred_at__lt=before)
     own_kinds = None

@@ -181,3 +181,12 @@ def test_one_open_incident_per_cause(personas) -> None:  # noqa: ANN001
         cause="check:1",
     )
     assert first.pk == again.pk
+
+
+def test_never_deleted(personas) -> None:  # noqa: ANN001
+    incident = _open(personas)
+    with pytest.raises(TypeError):
+        incident.delete()
+    with pytest.raises(TypeError):
+        incident.entries.first().delete()
+    assert Incident.objects.filter(pk=incident.pk).exists()
