@@ -43,6 +43,7 @@ from django.utils import timezone
 from releasecenter import automation, events
 from releasecenter.models import Environment, Project
 from releasecenter.services import Conflict
+from releasecenter.validation import ascii_int
 
 from . import drafts
 from .lib.markdown_import import (
@@ -238,9 +239,10 @@ def _line_numbers(values: Any) -> frozenset[int]:
     lines = set()
     for value in values or ():
         text = str(value).strip()
-        if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        number = ascii_int(text) if len(text) <= 9 else None
+        if number is None:
             raise ValidationError({"not_gates": f"“{text[:20]}” is not a line number."})
-        lines.add(int(text))
+        lines.add(number)
     return frozenset(lines)
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.urls import reverse
 
 from releasecenter.incident_hooks import (
@@ -25,6 +25,7 @@ from releasecenter.incident_hooks import (
     Suspect,
     SystemEntry,
 )
+from releasecenter.validation import ascii_int
 
 from .models import (
     Deployment,
@@ -340,9 +341,9 @@ class DeploymentIncidentSource(IncidentSource):
                 steps__kind=DeploymentStep.Kind.APPLY,
                 steps__status=STEP.SUCCEEDED,
             )
-            .order_by("environment_id", "-id")
-            .distinct("environment_id")
-            .values_list("environment_id", "id")
+            .values("environment_id")
+            .annotate(last=Max("id"))
+            .values_list("environment_id", "last")
         ):
             latest[env_id] = dep_id
         from .strategies import runs_on_worker
@@ -384,10 +385,11 @@ class DeploymentIncidentSource(IncidentSource):
         kind, _, raw_id = suspect_id.partition(":")
         if kind != "deployment":
             return None
-        if not raw_id.isdigit():
+        pk = ascii_int(raw_id)
+        if pk is None:
             raise ValidationError({"suspect": "No such deployment."})
         deployment = (
-            Deployment.objects.filter(pk=int(raw_id), project=membership.project)
+            Deployment.objects.filter(pk=pk, project=membership.project)
             .select_related("project", "environment")
             .first()
         )

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from releasecenter.models import AuditEvent, Environment, Project
 from releasecenter.subjects import Line
+from releasecenter.validation import ascii_int
 
 from .incident_source import deployment_title
 from .models import Deployment, DeploymentStep, Release
@@ -25,7 +26,7 @@ STATUS_PHRASES = {
 
 
 def _id(value: str) -> int | None:
-    return int(value) if value.isdigit() else None
+    return ascii_int(value)
 
 
 def describe_events(events: list[AuditEvent]) -> dict[int, Line | None]:
@@ -122,6 +123,12 @@ def describe_events(events: list[AuditEvent]) -> dict[int, Line | None]:
                 )
             elif verb == "release.follow_up_resolved":
                 text = f"{name}: follow-up resolved"
+            elif verb == "release.commit_reset":
+                text = (
+                    f"{name} in {env}: {data.get('summary', '')}, because the commit changed "
+                    f"from {str(data.get('old_commit', ''))[:12]} to "
+                    f"{str(data.get('new_commit', ''))[:12]}"
+                )
             else:
                 text = f"{name}: {verb.partition('.')[2].replace('_', ' ')}"
             lines[event.pk] = Line(text, url)
@@ -140,7 +147,8 @@ def describe_events(events: list[AuditEvent]) -> dict[int, Line | None]:
                 "environment.created": "added",
                 "environment.updated": "changed",
                 "environment.locked": f"locked: {after.get('reason', '')}",
-                "environment.unlocked": "unlocked",
+                "environment.unlocked": "unlocked"
+                + (f": {after['reason']}" if after.get("reason") else ""),
                 "environment.policy_updated": "deployment policy changed",
                 "environment.signoffs_required": "required sign-offs changed",
                 "environment.window_added": f"{after.get('kind', '')} window added: "

@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from releasecenter.models import AuditEvent, Project
 from releasecenter.subjects import Line
+from releasecenter.validation import ascii_int
 
 from .incidents.models import TimelineEntry
 from .models import Check
@@ -27,10 +28,8 @@ def describe_events(events: list[AuditEvent]) -> dict[int, Line | None]:
             "pk", "slug"
         )
     )
-    check_ids = {
-        int(e.object_id)
-        for e in events
-        if e.object_type == "monitoring.check" and e.object_id.isdigit()
+    check_ids = {ascii_int(e.object_id) for e in events if e.object_type == "monitoring.check"} - {
+        None
     }
     checks = {
         c.pk: c
@@ -51,7 +50,7 @@ def describe_events(events: list[AuditEvent]) -> dict[int, Line | None]:
             if not event.topic.startswith("project:") and event.verb != "check.ran":
                 lines[event.pk] = None  # the check page's own copy
                 continue
-            check = checks.get(int(event.object_id)) if event.object_id.isdigit() else None
+            check = checks.get(ascii_int(event.object_id) or 0)
             name = data.get("name") or after.get("name") or before.get("name") or "?"
             env = data.get("environment") or after.get("environment") or ""
             if check is not None:

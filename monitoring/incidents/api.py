@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from releasecenter.access import object_for, project_for
 from releasecenter.models import Membership
+from releasecenter.validation import ascii_int
 
 from . import postmortems, selectors, services, timeline
 from .models import SEVERITIES, Incident, TimelineEntry
@@ -340,10 +341,10 @@ class IncidentTimeline(APIView):
         before = None
         if request.query_params.get("before"):
             before = serializers.DateTimeField().to_internal_value(request.query_params["before"])
-        raw_limit = request.query_params.get("limit", "200")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        limit = ascii_int(request.query_params.get("limit", "200"))
+        if limit is None or not 1 <= limit <= 1000:
             raise ValidationError({"limit": "Give a number from 1 to 1000."})
-        items, more = timeline.merged(incident, before=before, kinds=kinds, limit=int(raw_limit))
+        items, more = timeline.merged(incident, before=before, kinds=kinds, limit=limit)
         response = Response(TimelineItemSerializer([i.as_dict() for i in items], many=True).data)
         if more and items:
             response["X-Older-Before"] = items[0].occurred_at.isoformat()

@@ -146,7 +146,7 @@ def update_postmortem(
 ) -> Postmortem:
     require_role(membership, Membership.Role.ENGINEER)
     postmortem = (
-        Postmortem.objects.select_for_update()
+        Postmortem.objects.select_for_update(of=("self",))
         .select_related("incident__project")
         .get(pk=postmortem.pk)
     )
@@ -178,7 +178,7 @@ def mark_reviewed(actor: Any, membership: Membership, postmortem: Postmortem) ->
     """A lead marks the postmortem reviewed: P0 and P1 incidents may close after this."""
     require_role(membership, Membership.Role.LEAD)
     postmortem = (
-        Postmortem.objects.select_for_update()
+        Postmortem.objects.select_for_update(of=("self",))
         .select_related("incident__project")
         .get(pk=postmortem.pk)
     )
@@ -261,7 +261,7 @@ def complete_action_item(
 ) -> ActionItem:
     require_role(membership, Membership.Role.ENGINEER)
     item = (
-        ActionItem.objects.select_for_update()
+        ActionItem.objects.select_for_update(of=("self",))
         .select_related("postmortem__incident__project")
         .get(pk=item.pk)
     )

@@ -697,7 +697,7 @@ def edit_timeline_entry(
     """Only its author edits a person's entry; the edit is audited with the text before."""
     require_role(membership, Membership.Role.ENGINEER)
     entry = (
-        TimelineEntry.objects.select_for_update()
+        TimelineEntry.objects.select_for_update(of=("self",))
         .select_related("incident__project")
         .get(pk=entry.pk)
     )

@@ -22,6 +22,7 @@ from releasecenter import events, incident_hooks
 from releasecenter.access import project_for
 from releasecenter.models import Environment, Membership
 from releasecenter.services import Conflict
+from releasecenter.validation import ascii_int
 
 from . import auto, postmortems, selectors, services, timeline
 from .models import SEVERITIES, ActionItem, Incident, IncidentSuggestion, Postmortem, TimelineEntry
@@ -64,8 +65,7 @@ def _back(incident: Incident, anchor: str = "") -> Any:
 
 
 def _version(request) -> int | None:  # noqa: ANN001
-    raw = request.POST.get("version", "")
-    return int(raw) if raw.isdigit() else None
+    return ascii_int(request.POST.get("version", ""))
 
 
 # --- List, open, suggestions ------------------------------------------------------------------
@@ -588,8 +588,9 @@ def _minutes(raw: str, field: str) -> int | None:
     raw = (raw or "").strip()
     if raw == "":
         return None
-    if not raw.isdigit():
+    minutes = ascii_int(raw)
+    if minutes is None:
         raise ValidationError(
             {field: "Give whole minutes, or leave empty for the next working day."}
         )
-    return int(raw)
+    return minutes

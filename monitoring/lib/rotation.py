@@ -18,6 +18,7 @@ instant at most one applies.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -52,7 +53,7 @@ def parse_handoff(text: str) -> time:
     if isinstance(text, time):
         return text.replace(second=0, microsecond=0, tzinfo=None)
     parts = str(text).strip().split(":")
-    if len(parts) != 2 or not all(p.isdigit() and 1 <= len(p) <= 2 for p in parts):
+    if len(parts) != 2 or not all(re.fullmatch(r"[0-9]{1,2}", p) for p in parts):
         raise ValueError(f"Handoff {text!r} is not a time like '09:00'.")
     hour, minute = int(parts[0]), int(parts[1])
     if hour > 23 or minute > 59:
