@@ -80,7 +80,9 @@ def test_the_demo_deploys_on_sqlite_and_the_filesystem_broker(tmp_path):
     with closing(sqlite3.connect(database)) as db:
         # The demo's checks and smoke suite follow SIMCLUSTER_URL, like its deploy targets.
         urls = [row[0] for row in db.execute("SELECT url FROM monitoring_check WHERE url != ''")]
-    assert urls and all(u.startswith(f"http://127.0.0.1:{port}/") for u in urls), urls
+    # (The TCP check probes the cluster's port itself: tcp://127.0.0.1:<port>.)
+    following = (f"http://127.0.0.1:{port}/", f"tcp://127.0.0.1:{port}")
+    assert urls and all(u.startswith(following) for u in urls), urls
     sim = subprocess.Popen(
         [
             sys.executable,
