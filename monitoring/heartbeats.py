@@ -33,12 +33,12 @@ from cronsim import CronSim, CronSimError
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from releasecenter import events
 
-from .models import Check, CheckResult
+from .models import Check, CheckResult, PingInbox
 
 EXCERPT_BYTES = 10 * 1024
 MIN_PERIOD_SECONDS = 60
@@ -149,83 +149,178 @@ class Ping:
     cut: bool = False  # the body was longer than EXCERPT_BYTES
 
 
-def _over_limit(check_ids: Counter[uuid.UUID]) -> set[uuid.UUID]:
-    """Ping keys whose pings this minute, these included, exceed the limit. (Counted by key,
-    which is never reused, unlike a check id in a database made again.)"""
+def _over_limit(keys: Counter[uuid.UUID]) -> set[uuid.UUID]:
+    """Ping keys whose pings this minute, these included, exceed the limit.
+
+    Counted by key (never reused, unlike a check id in a database made again) and before the
+    database is asked whether the key exists, so a key over its limit costs the database
+    nothing. A guessed key is counted too: one small Redis key for two minutes."""
     limit = pings_per_minute()
     window = int(time.time() // 60)
     over = set()
     client = events.redis_client()
     if client is not None:
         pipe = client.pipeline(transaction=False)
-        for check_id, count in check_ids.items():
-            key = f"rc:pings:{check_id}:{window}"
-            pipe.incrby(key, count)
-            pipe.expire(key, 120)
+        for key, count in keys.items():
+            name = f"rc:pings:{key}:{window}"
+            pipe.incrby(name, count)
+            pipe.expire(name, 120)
         try:
             replies = pipe.execute()
         except redis.RedisError:
             # A limiter that is down must not lose the pings it was meant to thin out.
             return over
-        for (check_id, _), total in zip(check_ids.items(), replies[::2], strict=True):
+        for (key, _), total in zip(keys.items(), replies[::2], strict=True):
             if total > limit:
-                over.add(check_id)
+                over.add(key)
         return over
-    for check_id, count in check_ids.items():
-        key = f"rc:pings:{check_id}:{window}"
-        cache.add(key, 0, 120)
-        if cache.incr(key, count) > limit:
-            over.add(check_id)
+    for key, count in keys.items():
+        name = f"rc:pings:{key}:{window}"
+        cache.add(name, 0, 120)
+        if cache.incr(name, count) > limit:
+            over.add(key)
     return over
 
 
-def _excerpt(ping: Ping) -> str:
-    text = ping.body[:EXCERPT_BYTES].decode("utf-8", errors="replace")
-    return text + ("\n[cut at 10 kB]" if ping.cut else "")
+def _excerpt(body: bytes, cut: bool) -> str:
+    text = body[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+    return text + ("\n[cut at 10 kB]" if cut else "")
+
+
+def _inbox_known(pings: Sequence[Ping], over: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Put the pings of known keys that are not over their limit into the inbox; the known
+    keys among all of them. One statement on PostgreSQL."""
+    keys = sorted({p.key for p in pings if p.key is not None})
+    if not keys:
+        return set()
+    if connection.vendor != "postgresql":
+        found = dict(
+            Check.objects.filter(
+                ping_key__in=keys, probe=Check.Probe.HEARTBEAT, parent__isnull=True
+            ).values_list("ping_key", "pk")
+        )
+        PingInbox.objects.bulk_create(
+            PingInbox(
+                health_check_id=found[p.key],
+                kind=p.kind,
+                body=p.body[:EXCERPT_BYTES],
+                cut=p.cut,
+                received_at=p.received_at,
+            )
+            for p in pings
+            if p.key in found and p.key not in over
+        )
+        return set(found)
+    known = [p for p in pings if p.key is not None]
+    # Table names from the models; every value is a parameter.
+    sql = (
+        "WITH p AS (SELECT * FROM unnest("  # noqa: S608
+        "%s::uuid[], %s::text[], %s::bytea[], %s::boolean[], %s::timestamptz[], %s::boolean[]) "
+        "WITH ORDINALITY "
+        "AS p(key, kind, body, cut, received_at, over, n)), "
+        f"c AS (SELECT id, ping_key FROM {Check._meta.db_table} "
+        "WHERE ping_key = ANY(%s::uuid[]) AND probe = %s AND parent_id IS NULL), "
+        f"added AS (INSERT INTO {PingInbox._meta.db_table} "
+        "(health_check_id, kind, body, cut, received_at) "
+        "SELECT c.id, p.kind, p.body, p.cut, p.received_at FROM p JOIN c ON c.ping_key = p.key "
+        "WHERE NOT p.over ORDER BY p.n) "
+        "SELECT ping_key FROM c"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [
+                [p.key for p in known],
+                [p.kind for p in known],
+                [p.body[:EXCERPT_BYTES] for p in known],
+                [p.cut for p in known],
+                [p.received_at for p in known],
+                [p.key in over for p in known],
+                keys,
+                Check.Probe.HEARTBEAT.value,
+            ],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def receive(pings: Sequence[Ping]) -> list[int]:
+    """Take in a batch of pings: the HTTP status for each, in order (200, 404 or 429).
+
+    What a ping endpoint waits for: the rate limit (one Redis round trip) and one statement
+    that finds the keys and puts the accepted pings into the inbox. Recording them (results,
+    rollups, states, notifications) is `drain`'s work, done after the answers are sent."""
+    over = _over_limit(Counter(p.key for p in pings if p.key is not None))
+    known = _inbox_known(pings, over)
+    return [(RATE_LIMITED if p.key in over else OK) if p.key in known else NOT_FOUND for p in pings]
 
 
 def record_pings(pings: Sequence[Ping]) -> list[int]:
-    """Record a batch of pings; the HTTP status for each, in order (200, 404 or 429)."""
+    """Take in and record a batch of pings at once; the HTTP status for each, in order."""
+    statuses = receive(pings)
+    drain()
+    return statuses
+
+
+# Drains take turns (a transaction-level advisory lock), so the pings of one check are
+# recorded in the order they arrived even with several web processes and beat draining.
+DRAIN_LOCK = 0x5243_5049_4E47  # "RCPING"
+
+
+def _take_inbox(limit: int) -> list[tuple[int, int, str, bytes, bool, datetime]]:
+    """The oldest inbox rows (up to `limit`), removed from the inbox, oldest first."""
+    if connection.vendor != "postgresql":
+        rows = list(
+            PingInbox.objects.order_by("pk").values_list(
+                "pk", "health_check_id", "kind", "body", "cut", "received_at"
+            )[:limit]
+        )
+        PingInbox.objects.filter(pk__in=[row[0] for row in rows]).delete()
+        return [(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
+    table = PingInbox._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DRAIN_LOCK])
+        cursor.execute(
+            f"DELETE FROM {table} WHERE id IN "  # noqa: S608
+            f"(SELECT id FROM {table} ORDER BY id LIMIT %s) "
+            "RETURNING id, health_check_id, kind, body, cut, received_at",
+            [limit],
+        )
+        rows = cursor.fetchall()
+    return sorted((r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows)
+
+
+def drain(limit: int = 2000) -> int:
+    """Record the pings waiting in the inbox, in arrival order; how many there were."""
+    total = 0
+    while True:
+        with transaction.atomic():
+            rows = _take_inbox(limit)
+            _record_rows(rows)
+        total += len(rows)
+        if len(rows) < limit:
+            return total
+
+
+def _record_rows(rows: Sequence[tuple[int, int, str, bytes, bool, datetime]]) -> None:
     from . import services
 
-    keys = {p.key for p in pings if p.key is not None}
-    # One query finds the keys and loads their checks; related rows come in bulk after it.
-    found = services.with_related(
-        list(
-            Check.objects.filter(
-                ping_key__in=keys, probe=Check.Probe.HEARTBEAT, parent__isnull=True
-            ).order_by("pk")
-        )
-    )
-    ids_by_key = {c.ping_key: c.pk for c in found}
-    statuses = [OK if p.key in ids_by_key else NOT_FOUND for p in pings]
-    wanted = Counter(p.key for p in pings if p.key in ids_by_key)
-    if not wanted:
-        return statuses
-    over = {ids_by_key[key] for key in _over_limit(wanted)}
-    checks = {c.pk: c for c in found if c.pk not in over}
+    if not rows:
+        return
+    checks = {c.pk: c for c in services.load_checks({row[1] for row in rows})}
     outcomes = []
     touched: dict[int, Check] = {}
-    for index, ping in enumerate(pings):
-        check_id = ids_by_key.get(ping.key) if ping.key is not None else None
-        if check_id is None:
+    for _id, check_id, kind, body, cut, received_at in rows:
+        check = checks.get(check_id)
+        if check is None:
             continue
-        if check_id in over or check_id not in checks:
-            statuses[index] = RATE_LIMITED if check_id in over else NOT_FOUND
-            continue
-        check = touched[check_id] = checks[check_id]
-        if ping.kind == "start":
-            check.heartbeat_started_at = ping.received_at
+        touched[check_id] = check
+        if kind == "start":
+            check.heartbeat_started_at = received_at
             continue
         duration = None
-        if (
-            check.heartbeat_started_at is not None
-            and check.heartbeat_started_at <= ping.received_at
-        ):
-            duration = round(
-                (ping.received_at - check.heartbeat_started_at).total_seconds() * 1000, 3
-            )
-        failed = ping.kind == "fail"
+        if check.heartbeat_started_at is not None and check.heartbeat_started_at <= received_at:
+            duration = round((received_at - check.heartbeat_started_at).total_seconds() * 1000, 3)
+        failed = kind == "fail"
         message = "the job reported a failure (/fail)"
         outcomes.append(
             services.Outcome(
@@ -246,16 +341,15 @@ def record_pings(pings: Sequence[Ping]) -> list[int]:
                     else []
                 ),
                 error="",
-                excerpt=_excerpt(ping),
-                started_at=ping.received_at,
+                excerpt=_excerpt(body, cut),
+                started_at=received_at,
             )
         )
-        check.last_ping_at = ping.received_at
+        check.last_ping_at = received_at
         check.heartbeat_started_at = None
-        check.heartbeat_due_at = due_after(check, ping.received_at)
+        check.heartbeat_due_at = due_after(check, received_at)
     services.record(outcomes, trigger=CheckResult.Trigger.PING)
     _store_ping_times(list(touched.values()))
-    return statuses
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -295,6 +389,8 @@ def mark_late(now: datetime | None = None, limit: int = 1000) -> list[int]:
     from . import services
 
     now = now or timezone.now()
+    # A ping still in the inbox counts: record it before judging who is late.
+    drain()
     ids = list(
         Check.objects.filter(
             probe=Check.Probe.HEARTBEAT,

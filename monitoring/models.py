@@ -349,6 +349,24 @@ class CheckResult(models.Model):
         return f"HTTP {self.status_code} in {self.latency_ms:.0f} ms" if self.latency_ms else "ok"
 
 
+class PingInbox(models.Model):
+    """A heartbeat ping received and not yet recorded (`heartbeats.drain`).
+
+    The ping endpoint answers once its ping is here (one statement per batch of pings); the
+    result, the rollups, the state change and any notification follow from this row shortly
+    after, in bulk, in ping order. A row lives seconds at most.
+    """
+
+    health_check = models.ForeignKey(Check, on_delete=models.CASCADE, db_index=False)
+    kind = models.CharField(max_length=8)  # success | start | fail
+    body = models.BinaryField()  # at most heartbeats.EXCERPT_BYTES
+    cut = models.BooleanField(default=False)
+    received_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.health_check_id} {self.kind} at {self.received_at}"
+
+
 class CheckRollup(models.Model):
     """Runs, failures and latency of one check per hour or per day.
 

@@ -11,9 +11,12 @@ heartbeat check's (whatever the reason, after the same work as a hit, so timing 
 Why not a Django view: a ping needs none of the middleware (sessions, CSRF, auth, templates),
 and a web process serves Django's sync views on one thread, where a burst of pings would queue
 behind page loads and each other. Here pings from concurrent requests are gathered into batches
-while the previous batch is being written, and each batch is recorded by
-`heartbeats.record_pings` in one thread of its own: a handful of statements per batch instead
-of several per ping (bench/bench_pings.py).
+while the previous batch is being written. A request waits only for `heartbeats.receive`: one
+Redis round trip (the rate limit) and one statement that finds the keys and puts the accepted
+pings into the ping inbox. Recording them (results, rollups, state changes, notifications:
+about ten statements) is `heartbeats.drain`, run after the answers are sent, on a thread of its
+own, for everything that arrived meanwhile (bench/bench_pings.py). Beat drains too, before it
+looks for late checks, so a ping is never lost with a web process that stops.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 from django.db import close_old_connections
 from django.utils import timezone
 
-from .heartbeats import EXCERPT_BYTES, KINDS, Ping, record_pings
+from .heartbeats import EXCERPT_BYTES, KINDS, Ping, drain, receive
 
 logger = logging.getLogger(__name__)
 
@@ -53,23 +56,35 @@ REASONS = {
 }
 
 
-def _record_batch(pings: list[Ping]) -> list[int]:
+def _receive_batch(pings: list[Ping]) -> list[int]:
     # This thread keeps its own database connection between batches, like a request thread.
     close_old_connections()
     try:
-        return record_pings(pings)
+        return receive(pings)
+    finally:
+        close_old_connections()
+
+
+def _drain_inbox() -> int:
+    close_old_connections()
+    try:
+        return drain()
     finally:
         close_old_connections()
 
 
 class _Batcher:
-    """Gathers pings from concurrent requests; one batch is written at a time, in one thread."""
+    """Gathers pings from concurrent requests; one batch is taken in at a time, in one thread;
+    the inbox is drained on another, while the next batches are taken in."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pending: list[tuple[Ping, asyncio.Future[int]]] = []
         self.writer: asyncio.Task[None] | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rc-pings")
+        self.drainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rc-pings-drain")
+        self.draining: asyncio.Task[None] | None = None
+        self.drain_again = False
         # How long recent batches with a known key took: a batch of unknown keys only is held
         # that long, so a 404 takes as long as a hit.
         self.hit_seconds = 0.005
@@ -87,7 +102,7 @@ class _Batcher:
             started = time.perf_counter()
             try:
                 statuses = await self.loop.run_in_executor(
-                    self.executor, _record_batch, [ping for ping, _ in batch]
+                    self.executor, _receive_batch, [ping for ping, _ in batch]
                 )
             except Exception:
                 logger.exception("recording %d pings failed", len(batch))
@@ -100,6 +115,33 @@ class _Batcher:
             for (_, future), status in zip(batch, statuses, strict=True):
                 if not future.done():
                     future.set_result(status)
+            if 200 in statuses:
+                self._start_drain()
+
+    def _start_drain(self) -> None:
+        if self.draining is None or self.draining.done():
+            self.draining = self.loop.create_task(self._drain())
+        else:
+            self.drain_again = True  # what arrived after the running drain took its rows
+
+    async def _drain(self) -> None:
+        self.drain_again = True
+        while self.drain_again:
+            self.drain_again = False
+            try:
+                await self.loop.run_in_executor(self.drainer, _drain_inbox)
+            except Exception:
+                # The pings stay in the inbox; the next drain (or beat's) records them.
+                logger.exception("recording the ping inbox failed")
+                return
+
+    async def settled(self) -> None:
+        """Wait until every ping taken in so far has been recorded."""
+        while True:
+            tasks = [t for t in (self.writer, self.draining) if t is not None and not t.done()]
+            if not tasks:
+                return
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 _batchers: dict[asyncio.AbstractEventLoop, _Batcher] = {}
@@ -110,9 +152,18 @@ def _batcher() -> _Batcher:
     batcher = _batchers.get(loop)
     if batcher is None:
         for old in [other for other in _batchers if other.is_closed()]:
-            _batchers.pop(old).executor.shutdown(wait=False)
+            gone = _batchers.pop(old)
+            gone.executor.shutdown(wait=False)
+            gone.drainer.shutdown(wait=False)
         batcher = _batchers[loop] = _Batcher(loop)
     return batcher
+
+
+async def settled() -> None:
+    """Wait until the pings this process has answered are recorded (tests, shutdown)."""
+    batcher = _batchers.get(asyncio.get_running_loop())
+    if batcher is not None:
+        await batcher.settled()
 
 
 def parse_path(path: str) -> tuple[uuid.UUID | None, str] | None:

@@ -19,7 +19,7 @@ import time_machine
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from monitoring import heartbeats, services
+from monitoring import heartbeats, ping, services
 from monitoring.models import Check, CheckResult, Notification
 
 from .support import allow
@@ -225,7 +225,7 @@ def test_pings_through_the_web_process(personas):
 
     async def scenario() -> dict:
         async with ping_client() as client:
-            return {
+            answers = {
                 "get": await client.get(f"/ping/{check.ping_key}"),
                 "post": await client.post(f"/ping/{check.ping_key}", content=b"cleaned 42 rows"),
                 "big": await client.post(f"/ping/{check.ping_key}/", content=big),
@@ -236,6 +236,9 @@ def test_pings_through_the_web_process(personas):
                 "bad kind": await client.get(f"/ping/{check.ping_key}/finish"),
                 "put": await client.put(f"/ping/{check.ping_key}"),
             }
+        # The answer waits for the ping inbox; results are recorded from it right after.
+        await ping.settled()
+        return answers
 
     answers = asyncio.run(scenario())
     assert {name: r.status_code for name, r in answers.items()} == {
@@ -269,7 +272,8 @@ def test_pings_are_rate_limited_per_check(personas, settings):
         async with ping_client() as client:
             codes = [(await client.get(f"/ping/{first.ping_key}")).status_code for _ in range(5)]
             codes.append((await client.get(f"/ping/{second.ping_key}")).status_code)
-            return codes
+        await ping.settled()
+        return codes
 
     assert asyncio.run(scenario()) == [200, 200, 200, 429, 429, 200]
     assert CheckResult.objects.filter(health_check=first).count() == 3
@@ -299,3 +303,21 @@ def test_an_unknown_key_takes_as_long_as_a_hit(personas, settings):
     hit, miss = statistics.median(hits), statistics.median(misses)
     # Without the padding a miss costs one indexed lookup, a hit several writes.
     assert miss >= 0.6 * hit, (hit, miss)
+
+
+def test_a_ping_still_in_the_inbox_counts_before_lateness_is_judged(personas):
+    start = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False) as clock:
+        check = heartbeat(personas, heartbeat_period_seconds=3600, heartbeat_grace_seconds=300)
+        clock.move_to(start + timedelta(seconds=3000))
+        # What the endpoint waits for: the ping is taken in, not yet recorded.
+        assert heartbeats.receive(
+            [heartbeats.Ping(check.ping_key, "success", b"ran", timezone.now())]
+        ) == [200]
+        assert not CheckResult.objects.filter(health_check=check).exists()
+        clock.move_to(start + timedelta(seconds=3901))
+        assert heartbeats.mark_late() == []
+    check.refresh_from_db()
+    assert check.status == Check.Status.PASSING
+    assert check.heartbeat_due_at == start + timedelta(seconds=3000 + 3900)
+    assert CheckResult.objects.get(health_check=check).excerpt == "ran"
