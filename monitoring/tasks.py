@@ -31,6 +31,12 @@ def mark_late_heartbeats() -> int:
     return len(heartbeats.mark_late())
 
 
+@shared_task(ignore_result=True, soft_time_limit=50, time_limit=60)
+def record_ping_inbox() -> int:
+    """Queued by a web process after it took pings in: record what waits in the ping inbox."""
+    return heartbeats.drain()
+
+
 @shared_task(ignore_result=True, soft_time_limit=BATCH_SOFT_LIMIT, time_limit=BATCH_SOFT_LIMIT + 60)
 def run_batch(token: str, ids: list[int] | None = None) -> int:
     # ids: the batch's checks, from the dispatcher (messages queued before they were added have

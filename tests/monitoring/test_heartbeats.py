@@ -321,3 +321,20 @@ def test_a_ping_still_in_the_inbox_counts_before_lateness_is_judged(personas):
     assert check.status == Check.Status.PASSING
     assert check.heartbeat_due_at == start + timedelta(seconds=3000 + 3900)
     assert CheckResult.objects.get(health_check=check).excerpt == "ran"
+
+
+def test_the_worker_task_records_what_waits_in_the_inbox(personas):
+    from monitoring import tasks
+
+    check = heartbeat(personas)
+    now = timezone.now()
+    assert heartbeats.receive(
+        [
+            heartbeats.Ping(check.ping_key, "start", b"", now),
+            heartbeats.Ping(check.ping_key, "success", b"done", now + timedelta(seconds=3)),
+        ]
+    ) == [200, 200]
+    assert tasks.record_ping_inbox() == 2
+    result = CheckResult.objects.get(health_check=check)
+    assert (result.excerpt, result.latency_ms, result.trigger) == ("done", 3000.0, "ping")
+    assert tasks.record_ping_inbox() == 0
