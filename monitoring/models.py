@@ -409,9 +409,9 @@ class CheckRollup(models.Model):
             ),
         ]
         # The Health page reads a day of hourly buckets for a hundred checks at a time; on
-        # PostgreSQL migration 0004 keeps a covering index (rollup_read) so that is an
-        # index-only scan. It is not declared here because other databases cannot include
-        # columns, and the unique constraint's index serves them.
+        # PostgreSQL the unique constraint's index includes the counters (migration 0009), so
+        # that is an index-only scan and an upsert maintains one index on the bucket, not two.
+        # It is not declared here because other databases cannot include columns.
         indexes = [models.Index(fields=["span", "start"], name="rollup_span_start")]
 
     def __str__(self) -> str:
