@@ -1,6 +1,6 @@
 """The on-call path on a phone (390 px, chromium): a failing check suggests an incident, one
 tap opens it, acknowledge, the suspect deployment is on the page, roll it back, resolve, the
-postmortem is prefilled, close. Another viewer's open page gets the acknowledgement live."""
+postmortem is prefilled, close. Another viewer's open page gets the timeline live."""
 
 from __future__ import annotations
 
@@ -86,6 +86,8 @@ def test_on_call_path_on_a_phone(browser, start_web, personas) -> None:  # noqa:
     deployment.refresh_from_db()
     assert deployment.status == "rolling_back"
     assert "Rollback of Deployment" in page.locator("#timeline").inner_text()
+    # ...and it reaches the other person's open page without a reload.
+    other.wait_for_selector("#timeline >> text=Rollback of Deployment", timeout=30000)
 
     # Post an update from the on-call view.
     page.goto(f"{server.url}/p/shop/incidents/oncall/")
@@ -93,6 +95,7 @@ def test_on_call_path_on_a_phone(browser, start_web, personas) -> None:  # noqa:
     page.fill(".oncall-update textarea", "Rolled back 1.5.0; watching checkout")
     page.click("[data-action=update]")
     page.wait_for_load_state()
+    other.wait_for_selector("#timeline >> text=watching checkout", timeout=30000)
 
     # Resolve: the postmortem comes prefilled from the record.
     page.goto(f"{server.url}/p/shop/incidents/1/")
