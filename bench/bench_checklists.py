@@ -51,7 +51,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchdb import recreate_database, session_cookie, start_web  # noqa: E402  bench/ is first on sys.path
+
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rc_bench_checklists")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "releasecenter.settings_test")
@@ -72,21 +73,6 @@ TICK_GOAL_MS = 50.0
 LIVE_GOAL_MS = 250.0
 MIB = 1_048_576
 PARTS = ("import", "page", "ticks", "live")
-
-
-def recreate_database() -> None:
-    import psycopg
-
-    url = os.environ["DATABASE_URL"]
-    match = re.match(r"postgres(?:ql)?://([^@/]+)@([^:/]+):(\d+)/(\w+)$", url)
-    if match is None:
-        raise SystemExit(f"DATABASE_URL must look like postgres://user@host:port/name, not {url}")
-    user, host, port, name = match.groups()
-    if host not in ("127.0.0.1", "localhost"):
-        raise SystemExit("The benchmark only talks to 127.0.0.1.")
-    with psycopg.connect(f"postgresql://{user}@{host}:{port}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def setup_django() -> None:
@@ -181,57 +167,6 @@ def bench_import(project, actor) -> tuple[bool, float]:  # noqa: ANN001
         f"{'OK' if ok else 'OVER'}"
     )
     return ok, worst
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_web(workers: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            os.environ.get("BENCH_ASGI_APP", "releasecenter.asgi:application"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--lifespan",
-            "off",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ),
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("uvicorn exited before it listened")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("uvicorn did not listen within 30 s")
-
-
-def session_cookie(user) -> str:  # noqa: ANN001
-    from django.conf import settings
-    from django.test import Client
-
-    client = Client()
-    client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
 def bench_page(base: str, cookie: str, url: str, requests: int) -> tuple[bool, float]:
@@ -565,7 +500,7 @@ def main() -> int:
         f"database {os.environ['DATABASE_URL']} (recreated), {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} before"
     )
-    recreate_database()
+    recreate_database(os.environ["DATABASE_URL"])
     setup_django()
 
     from django.contrib.auth import get_user_model

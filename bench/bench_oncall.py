@@ -280,7 +280,7 @@ def bench_tick() -> bool:
     idle += [timed("tick with nothing due, again", now + timedelta(minutes=3), 0)]
     second = timed("tick escalating all 1,000 to level 2", now + timedelta(minutes=16), 1000)
     timed("tick after the last level (nothing due)", now + timedelta(minutes=40), 0)
-    ok = max(idle) <= 1.0
+    ok = max(idle) <= 1.0 and max(first, second) <= 1.0
     print(
         f"goal: the beat's tick <= 1 s: {'met' if ok else 'NOT met'} (usual tick); paging 1,000 "
         f"incidents at once {'met' if max(first, second) <= 1.0 else 'NOT met'} "

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchdb import recreate_database, session_cookie, start_web  # noqa: E402  bench/ is first on sys.path
+
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rc_bench_run_page")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "releasecenter.settings_test")
@@ -51,76 +51,12 @@ TIMING = """() => {
 }"""
 
 
-def recreate_database() -> None:
-    import psycopg
-
-    url = os.environ["DATABASE_URL"]
-    match = re.match(r"postgres(?:ql)?://([^@/]+)@([^:/]+):(\d+)/(\w+)$", url)
-    if match is None:
-        raise SystemExit(f"DATABASE_URL must look like postgres://user@host:port/name, not {url}")
-    user, host, port, name = match.groups()
-    if host not in ("127.0.0.1", "localhost"):
-        raise SystemExit("The benchmark only talks to 127.0.0.1.")
-    with psycopg.connect(f"postgresql://{user}@{host}:{port}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def setup_django() -> None:
     import django
     from django.core.management import call_command
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_web() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "releasecenter.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--lifespan",
-            "off",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ),
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("uvicorn exited before it listened")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("uvicorn did not listen within 30 s")
-
-
-def session_cookie(user) -> str:  # noqa: ANN001
-    from django.conf import settings
-    from django.test import Client
-
-    client = Client()
-    client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
 def build() -> tuple[object, list[tuple[str, int]]]:
@@ -212,7 +148,7 @@ def main() -> int:
         f"database {os.environ['DATABASE_URL']} (recreated), {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} before"
     )
-    recreate_database()
+    recreate_database(os.environ["DATABASE_URL"])
     setup_django()
     user, runs = build()
     cookie = session_cookie(user)

@@ -89,20 +89,25 @@ def seed_demo(project: Project) -> None:
         return
     sim = urlsplit(sim_url())
     # A TCP probe of the simulated cluster's API port: is anything listening at all?
-    Check.objects.get_or_create(
+    port_url = f"tcp://{sim.hostname}:{sim.port or 80}"
+    port_check, created = Check.objects.get_or_create(
         environment=staging,
         name="cluster API port",
         parent=None,
         defaults={
             "project": project,
             "probe": Check.Probe.TCP,
-            "url": f"tcp://{sim.hostname}:{sim.port or 80}",
+            "url": port_url,
             "assertions": clean_assertions(["latency < 500"]),
             "timeout_seconds": 5.0,
             "interval_seconds": 60,
             "next_run_at": now,
         },
     )
+    if not created and port_check.url != port_url:
+        # The cluster moved to another port since the first seed (SIM_PORT): follow it.
+        port_check.url = port_url
+        port_check.save(update_fields=["url"])
     # A cron job's heartbeat: the demo's beat runs "nightly cleanup" at 03:00 UTC (the result
     # retention, monitoring.tasks.demo_nightly_cleanup) and it pings this check when done.
     cleanup, created = Check.objects.get_or_create(

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from rest_framework import parsers
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.utils import json
 
 from .validation import MAX_JSON_DEPTH, find_nul, json_depth_exceeds
@@ -34,5 +34,6 @@ class JSONParser(parsers.JSONParser):
             raise ParseError('Send a JSON object as the body: {"field": value, ...}.')
         where = find_nul(data)
         if where:
-            raise ParseError(f"{where}: a NUL character (\\u0000) is not allowed.")
+            # Keyed by the field, as the serializers' own errors are, so a client finds it.
+            raise ValidationError({where: [f"{where}: a NUL character (\\u0000) is not allowed."]})
         return data

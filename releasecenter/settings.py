@@ -12,6 +12,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("RELEASECENTER_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -349,6 +350,12 @@ else:
 # every queue a prefix of their own so no other worker on the machine takes their jobs.
 CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="")
 CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}default"
+# A worker started without -Q (the embedded default's single worker, a first try) takes every
+# queue; production workers name theirs with -Q.
+CELERY_TASK_QUEUES = tuple(
+    Queue(f"{CELERY_QUEUE_PREFIX}{kind}")
+    for kind in ("deployments", "checks", "notifications", "default")
+)
 CELERY_TASK_ROUTES = ("releasecenter.queues.route_task",)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

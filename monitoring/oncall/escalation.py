@@ -9,7 +9,7 @@ unacknowledged incidents, and re-checks under the incident's row lock before pag
 Idempotent in the database: a page is an ``EscalationPage`` row unique per (incident, level),
 inserted with ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` in the same transaction as its
 timeline entry and messages (a tick pages up to ``CHUNK`` incidents per transaction, their rows
-locked in id order). Only the transaction whose insert returned the row pages; two beats,
+locked in id order, their entries, events and messages each written in one statement). Only the transaction whose insert returned the row pages; two beats,
 a redelivered task or two workers racing for the same level find the row taken and do nothing.
 The state lives in those rows, not in a worker, so a restarted worker continues where the last
 one stopped.
@@ -37,10 +37,10 @@ from django.utils import timezone
 
 from releasecenter import events
 from releasecenter.access import require_role
-from releasecenter.models import Membership, Project
+from releasecenter.models import AuditEvent, Membership, Project
 
 from ..incidents import services as incidents
-from ..incidents.models import SEVERITIES, Incident
+from ..incidents.models import SEVERITIES, Incident, TimelineEntry
 from . import channels, schedules
 from .channels import enabled_channels
 from .models import EscalationLevel, EscalationPage, Schedule
@@ -276,15 +276,55 @@ def _page(plans: list[tuple[int, EscalationLevel, list, str]], now: datetime) ->
         now,
     )
     project_channels = enabled_channels({locked[plan[0]].project_id for plan in plans})
-    messages = []
+    messages: list = []
+    entries: list[TimelineEntry] = []
     for incident_id, level, people, via in plans:
         page_id = claimed.get((incident_id, level.position))
         if page_id is None:
             continue
         incident = locked[incident_id]
-        messages += _announce(incident, level, people, via, page_id, project_channels)
+        entry, rows = _announce(incident, level, people, via, page_id, project_channels, now)
+        entries.append(entry)
+        messages += rows
+    _record(entries, now)
     channels.queue(messages)
     return len(claimed)
+
+
+def _record(entries: list[TimelineEntry], now: datetime) -> None:
+    """The pages' timeline entries and their audit events, in two statements whatever their
+    number (as the incidents' SLA beat records breaches): one page per incident is the usual
+    case, but an outage opens many incidents at once."""
+    if not entries:
+        return
+    entries = TimelineEntry.objects.bulk_create(entries)
+    links: dict[str, str] = {}
+    rows = []
+    for entry in entries:
+        incident = entry.incident
+        slug = incident.project.slug
+        if slug not in links:
+            links[slug] = reverse("incident-detail", args=[slug, 987654321])
+        rows.append(
+            AuditEvent(
+                topic=incident.project.topic,
+                project_id=incident.project_id,
+                verb="incident.paged",
+                object_type=Incident._meta.label_lower,
+                object_id=str(incident.pk),
+                created_at=now,
+                data={
+                    "incident_id": incident.pk,
+                    "reference": incident.reference,
+                    "title": incident.title,
+                    "url": links[slug].replace("987654321", str(incident.number)),
+                    "text": entry.text,
+                    "entry_id": entry.pk,
+                    "version": incident.version,
+                },
+            )
+        )
+    events.publish_many(rows)
 
 
 def _announce(
@@ -294,8 +334,9 @@ def _announce(
     via: str,
     page_id: int,
     project_channels: dict[int, list],
-) -> list:
-    """The page's timeline entry, and its messages (unsaved) with the acknowledge link."""
+    now: datetime,
+) -> tuple[TimelineEntry, list]:
+    """The page's timeline entry and its messages (both unsaved), with the acknowledge link."""
     names = [p.username for p in people]
     who = ", ".join(names) if names else "nobody (the schedule has no one on call)"
     escalated = level.position > 1
@@ -303,10 +344,16 @@ def _announce(
         f"{incident.reference} {'escalated to' if escalated else 'paged'} level "
         f"{level.position} of the {incident.severity} escalation: {who}{via}"
     )
-    incidents.record_signal(
-        incident,
-        text,
-        subject={"type": "escalation", "id": str(page_id), "url": ""},
+    entry = TimelineEntry(
+        incident=incident,
+        kind=TimelineEntry.Kind.SIGNAL,
+        source=TimelineEntry.Source.SYSTEM,
+        text=text,
+        occurred_at=now,
+        created_at=now,
+        subject_type="escalation",
+        subject_id=str(page_id),
+        data={"escalation_level": level.position, "paged": names},
     )
     link = ack_link(page_id, incident.pk)
     subject = (
@@ -320,7 +367,7 @@ def _announce(
         f"Acknowledge: {link}\n"
         f"Incident: {settings.RELEASECENTER_URL}{incidents.incident_url(incident)}\n"
     )
-    return channels.messages_for(
+    return entry, channels.messages_for(
         incident.project_id,
         event="incident.escalated" if escalated else "incident.paged",
         subject=subject,

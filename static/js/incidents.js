@@ -37,3 +37,24 @@
     window.setInterval(tick, 1000);
   });
 })();
+
+// The incident page follows two streams: the incident's own topic and the project's (where the
+// deployments and checks of its environments show up). Each burst of events from either becomes
+// one "incident-refresh" on the page, sent once the burst has settled, so the regions refresh
+// once and always after the last event (htmx's own throttle would drop a later trigger).
+(function () {
+  "use strict";
+  var timer = null;
+  function schedule() {
+    if (timer) { window.clearTimeout(timer); }
+    timer = window.setTimeout(function () {
+      timer = null;
+      document.body.dispatchEvent(new CustomEvent("incident-refresh"));
+    }, 150);
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("[data-incident-stream]").forEach(function (el) {
+      el.addEventListener("rc-live", schedule);
+    });
+  });
+})();

@@ -5,6 +5,7 @@ releasecenter_http_requests_total whichever process answers the scrape. The expo
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -60,8 +61,13 @@ def web_processes(transactional_db, tmp_path):  # noqa: ANN001, ANN201
     proc = subprocess.Popen(
         [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"), "web"],
         cwd=ROOT,
+        # As an operator runs it: the virtual environment's bin first on PATH (the Procfile
+        # names its commands as found there).
         env=_child_env(
-            WEB_CONCURRENCY="2", PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(directory)
+            WEB_CONCURRENCY="2",
+            PORT=str(port),
+            PROMETHEUS_MULTIPROC_DIR=str(directory),
+            PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         ),
         start_new_session=True,
     )

@@ -140,7 +140,9 @@ def test_demo_points_at_the_simulated_cluster_and_simcluster_serves_its_services
         .exclude(kind=Check.Kind.SUITE)
         .values_list("url", flat=True)
     )
-    assert check_urls and all(url.startswith(f"http://127.0.0.1:{port}/") for url in check_urls)
+    # HTTP checks of the services, and the TCP probe of the cluster's port; a heartbeat has none.
+    following = (f"http://127.0.0.1:{port}/", f"tcp://127.0.0.1:{port}")
+    assert check_urls and all(url.startswith(following) for url in check_urls if url)
     # The Procfile's own sim line, run as honcho runs it: by a shell, venv's bin first on PATH.
     options = procfile_sim_options()
     venv_bin = str(ROOT / ".venv" / "bin")

@@ -71,6 +71,9 @@ def test_on_call_path_on_a_phone(browser, start_web, personas) -> None:  # noqa:
     page.click("[data-action=acknowledge]")
     page.wait_for_selector("[data-clock=acknowledge][data-state=stopped]")
     assert Incident.objects.get().acknowledged_at is not None
+    # ...which reaches the other person's open page without a reload.
+    other.wait_for_selector("#timeline >> text=INC-1 acknowledged by mia-member", timeout=30000)
+    other.wait_for_selector("[data-clock=acknowledge][data-state=stopped]", timeout=30000)
 
     # The suspect deployment, and the rollback through the deployments service.
     suspect = page.locator(f"[data-suspect='deployment:{deployment.pk}']")
@@ -83,8 +86,7 @@ def test_on_call_path_on_a_phone(browser, start_web, personas) -> None:  # noqa:
     deployment.refresh_from_db()
     assert deployment.status == "rolling_back"
     assert "Rollback of Deployment" in page.locator("#timeline").inner_text()
-    # ...and it reached the other viewer's open page without a reload.
-    # Generous: eight test suites share this machine's two cores.
+    # ...and it reaches the other person's open page without a reload.
     other.wait_for_selector("#timeline >> text=Rollback of Deployment", timeout=30000)
 
     # Post an update from the on-call view.

@@ -81,3 +81,10 @@ def test_status_page_settings_publish_and_public_updates(client, personas):
     public = Client().get("/status/shop/").content.decode()
     assert "Shop status" in public and "Everything" in public
     assert "Orders are delayed; we are on it." in public and "db-7" not in public
+
+
+def test_the_phone_on_call_view_says_who_is_on_call(client, personas):
+    make_schedule(personas)
+    client.force_login(personas.member)
+    page = client.get("/p/shop/incidents/oncall/").content.decode()
+    assert 'data-schedule="Primary"' in page and "on-call-person" in page
