@@ -236,69 +236,61 @@ class DeploymentIncidentSource(IncidentSource):
                         f"step:{step.pk}",
                     )
                 )
-        if wanted("override"):
-            for o in (
-                Override.objects.filter(
+
+        def per_release_target(model, person: str):  # noqa: ANN001, ANN202
+            """Rows of a model hung on a release target in these environments, in the window."""
+            return (
+                model.objects.filter(
                     target__release__project_id=project_id,
                     target__environment_id__in=environment_ids,
                 )
                 .filter(window("created_at"))
-                .select_related("target__release__project", "target__environment", "overridden_by")
+                .select_related("target__release__project", "target__environment", person)
                 .order_by("-created_at")[:limit]
-            ):
-                r = o.target.release
+            )
+
+        def release_entry(row, kind: str, text: str, key: str) -> SystemEntry:  # noqa: ANN001
+            r = row.target.release
+            return SystemEntry(
+                row.created_at,
+                kind,
+                text,
+                Subject("release", str(r.pk), _release_url(r.project.slug, r.pk)),
+                row.target.environment.name,
+                key,
+            )
+
+        if wanted("override"):
+            for o in per_release_target(Override, "overridden_by"):
                 entries.append(
-                    SystemEntry(
-                        o.created_at,
+                    release_entry(
+                        o,
                         "override",
                         f"Break-glass: {o.overridden_by.username} overrode the no-go for release "
-                        f"{r.version} in {o.target.environment.name}: {o.reason}",
-                        Subject("release", str(r.pk), _release_url(r.project.slug, r.pk)),
-                        o.target.environment.name,
+                        f"{o.target.release.version} in {o.target.environment.name}: {o.reason}",
                         f"override:{o.pk}",
                     )
                 )
-            for a in (
-                RiskAcceptance.objects.filter(
-                    target__release__project_id=project_id,
-                    target__environment_id__in=environment_ids,
-                )
-                .filter(window("created_at"))
-                .select_related("target__release__project", "target__environment", "accepted_by")
-                .order_by("-created_at")[:limit]
-            ):
-                r = a.target.release
+            for a in per_release_target(RiskAcceptance, "accepted_by"):
                 entries.append(
-                    SystemEntry(
-                        a.created_at,
+                    release_entry(
+                        a,
                         "override",
-                        f"{a.accepted_by.username} accepted the risk of gate “{a.item_text[:120]}” "
-                        f"for release {r.version} in {a.target.environment.name}: {a.reason}",
-                        Subject("release", str(r.pk), _release_url(r.project.slug, r.pk)),
-                        a.target.environment.name,
+                        f"{a.accepted_by.username} accepted the risk of gate "
+                        f"“{a.item_text[:120]}” for release {a.target.release.version} in "
+                        f"{a.target.environment.name}: {a.reason}",
                         f"risk:{a.pk}",
                     )
                 )
         if wanted("signoff"):
-            for s in (
-                Signoff.objects.filter(
-                    target__release__project_id=project_id,
-                    target__environment_id__in=environment_ids,
-                )
-                .filter(window("created_at"))
-                .select_related("target__release__project", "target__environment", "user")
-                .order_by("-created_at")[:limit]
-            ):
-                r = s.target.release
+            for s in per_release_target(Signoff, "user"):
                 verb = "approved" if s.decision == Signoff.Decision.APPROVE else "rejected"
                 entries.append(
-                    SystemEntry(
-                        s.created_at,
+                    release_entry(
+                        s,
                         "signoff",
-                        f"{s.user.username} {verb} release {r.version} for "
+                        f"{s.user.username} {verb} release {s.target.release.version} for "
                         f"{s.target.environment.name} as {s.role}",
-                        Subject("release", str(r.pk), _release_url(r.project.slug, r.pk)),
-                        s.target.environment.name,
                         f"signoff:{s.pk}",
                     )
                 )

@@ -51,3 +51,32 @@ def test_release_timeline_names_subjects(client, personas) -> None:  # noqa: ANN
     assert f"Deployment #{deployment.pk} of 1.6.0 to production failed verification" in html
     assert f'href="/p/shop/deployments/{deployment.pk}/"' in html
     assert "deployment: progress" not in html
+
+
+def test_an_incident_timeline_shows_break_glass_and_sign_offs_near_it(personas) -> None:  # noqa: ANN001
+    from deployments import services as release_services
+    from monitoring.incidents import timeline
+
+    lead, lead_m = personas.lead, personas.membership(personas.lead)
+    release_services.set_signoff_requirements(
+        personas.admin,
+        personas.membership(personas.admin),
+        personas.production,
+        [("Technical Lead", 1), ("Backend Engineer", 1)],
+    )
+    release = release_services.create_release(
+        personas.member, personas.membership(personas.member), version="2.0.0", commit_sha="a" * 40
+    )
+    release_services.sign_off(
+        lead, lead_m, release, environment="production", role="Technical Lead", decision="approve"
+    )
+    release_services.check_deploy_allowed(
+        lead, lead_m, release, personas.production, override_reason="Hotfix for checkout outage"
+    )
+    incident = open_incident(personas)
+    texts = [item.text for item in timeline.merged(incident)[0]]
+    assert (
+        "Break-glass: liam-lead overrode the no-go for release 2.0.0 in production: "
+        "Hotfix for checkout outage" in texts
+    )
+    assert "liam-lead approved release 2.0.0 for production as Technical Lead" in texts
