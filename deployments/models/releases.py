@@ -142,8 +142,12 @@ class EnvironmentPolicy(models.Model):
 
     class IncidentRule(models.TextChoices):
         OFF = "", "Do not block on incidents"
-        P1 = "P1", "Block while a P1 incident is open"
-        P2 = "P2", "Block while a P1 or P2 incident is open"
+        # "P_n" blocks while an incident of P_n or worse is open in the environment.
+        P0 = "P0", "Block while a P0 incident is open"
+        P1 = "P1", "Block while a P1 or worse (P0) incident is open"
+        P2 = "P2", "Block while a P2 or worse incident is open"
+        P3 = "P3", "Block while a P3 or worse incident is open"
+        P4 = "P4", "Block while any incident is open"
 
     environment = models.OneToOneField(Environment, on_delete=models.CASCADE, related_name="policy")
     # The checklists a release gets for this environment: runs are opened when it is targeted.

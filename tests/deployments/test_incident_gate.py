@@ -109,3 +109,17 @@ def test_break_glass_still_works(personas) -> None:  # noqa: ANN001
         )
     assert isinstance(override, Override)
     assert [r["code"] for r in override.reasons] == ["incident"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "severity", "blocks"),
+    [("P3", "P3", True), ("P3", "P4", False), ("P4", "P4", True), ("P0", "P1", False)],
+)
+def test_any_severity_can_be_the_rule(personas, rule, severity, blocks) -> None:  # noqa: ANN001
+    from deployments.decision import decide
+
+    _block_on(personas, rule)
+    release = _release(personas)
+    _open(personas, severity)
+    decision = decide(release, personas.staging)
+    assert ("incident" in [r.code for r in decision.reasons]) is blocks
