@@ -53,14 +53,14 @@ class Severity(models.TextChoices):
     P4 = "P4", "P4 — cosmetic"
 
 
-# Defaults from the E-Learning production checklist's severity table: minutes to acknowledge,
+# Defaults from the E-Learning production checklist's severity table: seconds to acknowledge,
 # and how often a stakeholder update is due while the incident is open. None means "by the next
 # working day" (09:00 on the next weekday, in settings.TIME_ZONE).
 DEFAULT_POLICY: dict[str, tuple[int | None, int | None]] = {
-    "P0": (0, 15),
-    "P1": (15, 30),
-    "P2": (60, 60),
-    "P3": (240, 240),
+    "P0": (0, 15 * 60),
+    "P1": (15 * 60, 30 * 60),
+    "P2": (60 * 60, 60 * 60),
+    "P3": (240 * 60, 240 * 60),
     "P4": (None, None),
 }
 
@@ -72,9 +72,10 @@ class SeverityPolicy(models.Model):
         Project, on_delete=models.CASCADE, related_name="incident_severity_policies"
     )
     severity = models.CharField(max_length=2, choices=Severity.choices)
-    # 0 is "immediately"; null is "by the next working day".
-    acknowledge_minutes = models.PositiveIntegerField(null=True, blank=True)
-    update_minutes = models.PositiveIntegerField(null=True, blank=True)
+    # Seconds (so a test can give P1 a few seconds to be acknowledged); 0 is "immediately",
+    # null is "by the next working day".
+    acknowledge_seconds = models.PositiveIntegerField(null=True, blank=True)
+    update_seconds = models.PositiveIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -159,10 +159,13 @@ def _member_user(project: Project, user: Any, field: str) -> Any:
 # --- Severity policy --------------------------------------------------------------------------
 
 
+MAX_SLA_SECONDS = 7 * 24 * 3600
+
+
 def rules_for(project: Project | int) -> dict[str, sla.Rule]:
     project_id = project.pk if isinstance(project, Project) else project
     rows = {
-        r.severity: (r.acknowledge_minutes, r.update_minutes)
+        r.severity: (r.acknowledge_seconds, r.update_seconds)
         for r in SeverityPolicy.objects.filter(project_id=project_id)
     }
     return sla.rules_from(rows)
@@ -174,35 +177,39 @@ def set_severity_policy(
     membership: Membership,
     severity: str,
     *,
-    acknowledge_minutes: int | None,
-    update_minutes: int | None,
+    acknowledge_seconds: int | None,
+    update_seconds: int | None,
 ) -> SeverityPolicy:
     """Change a severity's clocks (project admins). Open incidents of it get new due times."""
     require_role(membership, Membership.Role.ADMIN)
     severity = _severity(severity)
     for field, value in (
-        ("acknowledge_minutes", acknowledge_minutes),
-        ("update_minutes", update_minutes),
+        ("acknowledge_seconds", acknowledge_seconds),
+        ("update_seconds", update_seconds),
     ):
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_080
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 0 <= value <= MAX_SLA_SECONDS
         ):
-            raise ValidationError({field: "Give whole minutes from 0 to 10080, or none."})
-    if update_minutes == 0:
-        raise ValidationError({"update_minutes": "An update interval is at least one minute."})
+            raise ValidationError(
+                {field: f"Give whole seconds from 0 to {MAX_SLA_SECONDS} (a week), or none."}
+            )
+    if update_seconds == 0:
+        raise ValidationError({"update_seconds": "An update interval is at least one second."})
     project = membership.project
-    before = {s: (r.acknowledge_minutes, r.update_minutes) for s, r in rules_for(project).items()}
+    before = {s: (r.acknowledge_seconds, r.update_seconds) for s, r in rules_for(project).items()}
     row, _ = SeverityPolicy.objects.update_or_create(
         project=project,
         severity=severity,
         defaults={
-            "acknowledge_minutes": acknowledge_minutes,
-            "update_minutes": update_minutes,
+            "acknowledge_seconds": acknowledge_seconds,
+            "update_seconds": update_seconds,
             "updated_at": timezone.now(),
             "updated_by": actor if getattr(actor, "is_authenticated", False) else None,
         },
     )
-    rule = sla.Rule(severity, acknowledge_minutes, update_minutes)
+    rule = sla.Rule(severity, acknowledge_seconds, update_seconds)
     for incident in Incident.objects.open().filter(project=project, severity=severity):
         _set_clocks(incident, rule)
         incident.save(update_fields=["acknowledge_due_at", "update_due_at"])
@@ -213,7 +220,7 @@ def set_severity_policy(
         actor=actor,
         obj=row,
         before={"severity": severity, "rule": before[severity]},
-        after={"severity": severity, "rule": (acknowledge_minutes, update_minutes)},
+        after={"severity": severity, "rule": (acknowledge_seconds, update_seconds)},
         data={"text": f"Severity policy for {severity} changed"},
     )
     return row
@@ -221,10 +228,10 @@ def set_severity_policy(
 
 def _set_clocks(incident: Incident, rule: sla.Rule) -> None:
     incident.acknowledge_due_at = (
-        None if incident.acknowledged_at else sla.due(incident.started_at, rule.acknowledge_minutes)
+        None if incident.acknowledged_at else sla.due(incident.started_at, rule.acknowledge_seconds)
     )
     base = incident.last_update_at or incident.started_at
-    incident.update_due_at = sla.due(base, rule.update_minutes) if incident.is_open else None
+    incident.update_due_at = sla.due(base, rule.update_seconds) if incident.is_open else None
 
 
 # --- Events and entries -----------------------------------------------------------------------

@@ -19,28 +19,47 @@ WORKDAY_STARTS = time(9, 0)
 @dataclass(frozen=True)
 class Rule:
     severity: str
-    # Minutes; 0 is "immediately", None "by the next working day".
-    acknowledge_minutes: int | None
-    update_minutes: int | None
+    # Seconds; 0 is "immediately", None "by the next working day".
+    acknowledge_seconds: int | None
+    update_seconds: int | None
 
     @staticmethod
-    def describe(minutes: int | None) -> str:
-        if minutes is None:
+    def describe(seconds: int | None) -> str:
+        if seconds is None:
             return "Next working day"
-        if minutes == 0:
+        if seconds == 0:
             return "Immediately"
-        if minutes % 60 == 0:
-            hours = minutes // 60
-            return f"{hours} hour{'s' if hours != 1 else ''}"
-        return f"{minutes} minutes"
+        for unit, size in (("hour", 3600), ("minute", 60)):
+            if seconds % size == 0:
+                count = seconds // size
+                return f"{count} {unit}{'s' if count != 1 else ''}"
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+    @staticmethod
+    def as_input(seconds: int | None) -> str:
+        """The form's spelling of a value: "15m", "2h", "90s", or empty for None."""
+        if seconds is None:
+            return ""
+        for suffix, size in (("h", 3600), ("m", 60)):
+            if seconds and seconds % size == 0:
+                return f"{seconds // size}{suffix}"
+        return f"{seconds}s"
 
     @property
     def acknowledge_label(self) -> str:
-        return self.describe(self.acknowledge_minutes)
+        return self.describe(self.acknowledge_seconds)
 
     @property
     def update_label(self) -> str:
-        return self.describe(self.update_minutes)
+        return self.describe(self.update_seconds)
+
+    @property
+    def acknowledge_input(self) -> str:
+        return self.as_input(self.acknowledge_seconds)
+
+    @property
+    def update_input(self) -> str:
+        return self.as_input(self.update_seconds)
 
 
 def next_working_day(after: datetime) -> datetime:
@@ -52,10 +71,10 @@ def next_working_day(after: datetime) -> datetime:
     return datetime.combine(day, WORKDAY_STARTS, tzinfo=zone)
 
 
-def due(start: datetime, minutes: int | None) -> datetime:
-    if minutes is None:
+def due(start: datetime, seconds: int | None) -> datetime:
+    if seconds is None:
         return next_working_day(start)
-    return start + timedelta(minutes=minutes)
+    return start + timedelta(seconds=seconds)
 
 
 def rules_from(rows: dict[str, tuple[int | None, int | None]]) -> dict[str, Rule]:

@@ -558,12 +558,10 @@ def incident_policy(request, slug: str):  # noqa: ANN001, ANN201
                     request.user,
                     membership,
                     request.POST.get("severity", ""),
-                    acknowledge_minutes=_minutes(
-                        request.POST.get("acknowledge_minutes", ""), "acknowledge_minutes"
+                    acknowledge_seconds=_duration(
+                        request.POST.get("acknowledge", ""), "acknowledge"
                     ),
-                    update_minutes=_minutes(
-                        request.POST.get("update_minutes", ""), "update_minutes"
-                    ),
+                    update_seconds=_duration(request.POST.get("update", ""), "update"),
                 )
             messages.success(request, "Policy saved.")
         except ValidationError as exc:
@@ -584,13 +582,22 @@ def incident_policy(request, slug: str):  # noqa: ANN001, ANN201
     )
 
 
-def _minutes(raw: str, field: str) -> int | None:
-    raw = (raw or "").strip()
+_UNITS = {"": 60, "s": 1, "m": 60, "h": 3600}
+
+
+def _duration(raw: str, field: str) -> int | None:
+    """Seconds from the form's "15", "15m", "90s" or "2h" (a bare number is minutes); empty is
+    None, "by the next working day"."""
+    raw = (raw or "").strip().lower()
     if raw == "":
         return None
-    minutes = ascii_int(raw)
-    if minutes is None:
+    unit = raw[-1] if raw[-1] in "smh" else ""
+    number = ascii_int(raw[: len(raw) - len(unit)].strip())
+    if number is None:
         raise ValidationError(
-            {field: "Give whole minutes, or leave empty for the next working day."}
+            {
+                field: 'Give a duration such as "90s", "15m" or "2h" (a bare number is minutes), '
+                "or leave empty for the next working day."
+            }
         )
-    return minutes
+    return number * _UNITS[unit]

@@ -230,16 +230,9 @@ SeverityPolicySerializer = inline_serializer(
 )
 
 
-def _seconds(minutes: int | None) -> int | None:
-    return None if minutes is None else minutes * 60
-
-
 class SeverityPolicyDetail(APIView):
-    """The acknowledge and update SLAs per severity, in seconds.
-
-    Stored by the incidents' severity policy, whose resolution is a minute: a value that is not
-    a whole number of minutes is a 400 naming the field.
-    """
+    """The acknowledge and update SLAs per severity, in whole seconds (null: by the next
+    working day). A bad value is a 400 naming the field, and nothing is changed."""
 
     @extend_schema(responses={200: SeverityPolicySerializer})
     def get(self, request, slug: str):  # noqa: ANN001, ANN201
@@ -265,34 +258,31 @@ class SeverityPolicyDetail(APIView):
                 raise ValidationError({"policy": f"Unknown severity {severity!r}; use P0 to P4."})
             if not isinstance(rule, dict):
                 raise ValidationError({f"policy.{severity}": "An object of seconds."})
-            minutes = {}
+            seconds = {}
             for key in ("acknowledge_seconds", "update_seconds"):
                 value = rule.get(key, current[severity][key])
-                field = f"policy.{severity}.{key}"
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                    raise ValidationError({field: "Whole seconds, or null."})
-                if value is not None and (value < 0 or value % 60):
-                    raise ValidationError(
-                        {
-                            field: "A whole number of minutes in seconds (60, 900, ...): the "
-                            "severity policy keeps minutes."
-                        }
-                    )
-                minutes[key.replace("_seconds", "_minutes")] = (
-                    None if value is None else value // 60
-                )
-            changes.append((severity, minutes))
+                    raise ValidationError({f"policy.{severity}.{key}": "Whole seconds, or null."})
+                seconds[key] = value
+            changes.append((severity, seconds))
         with transaction.atomic():
-            for severity, minutes in changes:
-                incident_services.set_severity_policy(request.user, membership, severity, **minutes)
+            for severity, seconds in changes:
+                try:
+                    incident_services.set_severity_policy(
+                        request.user, membership, severity, **seconds
+                    )
+                except ValidationError as exc:
+                    raise ValidationError(
+                        {f"policy.{severity}.{k}": v for k, v in exc.message_dict.items()}
+                    ) from exc
         return Response({"policy": _severity_policy(project)})
 
 
 def _severity_policy(project: Any) -> dict[str, dict[str, int | None]]:
     return {
         severity: {
-            "acknowledge_seconds": _seconds(rule.acknowledge_minutes),
-            "update_seconds": _seconds(rule.update_minutes),
+            "acknowledge_seconds": rule.acknowledge_seconds,
+            "update_seconds": rule.update_seconds,
         }
         for severity, rule in incident_services.rules_for(project).items()
     }

@@ -165,19 +165,41 @@ def test_severity_policy_admin_only(client, personas) -> None:  # noqa: ANN001
     assert (
         client.post(
             "/p/shop/incidents/policy/",
-            {"severity": "P1", "acknowledge_minutes": "5", "update_minutes": "20"},
+            {"severity": "P1", "acknowledge": "5", "update": "20"},
         ).status_code
         == 403
     )
     client.force_login(personas.admin)
     client.post(
         "/p/shop/incidents/policy/",
-        {"severity": "P1", "acknowledge_minutes": "5", "update_minutes": "20"},
+        {"severity": "P1", "acknowledge": "5", "update": "20"},
     )
-    assert SeverityPolicy.objects.get(severity="P1").acknowledge_minutes == 5
+    # A bare number is minutes; the policy keeps seconds.
+    row = SeverityPolicy.objects.get(severity="P1")
+    assert (row.acknowledge_seconds, row.update_seconds) == (300, 1200)
     incident = open_incident(personas)
     assert incident.acknowledge_due_at - incident.started_at == timedelta(minutes=5)
     assert incident.started_at <= timezone.now()
+
+
+def test_severity_policy_form_takes_seconds_minutes_and_hours(client, personas) -> None:  # noqa: ANN001
+    client.force_login(personas.admin)
+    client.post(
+        "/p/shop/incidents/policy/", {"severity": "P1", "acknowledge": "90s", "update": "2h"}
+    )
+    row = SeverityPolicy.objects.get(severity="P1")
+    assert (row.acknowledge_seconds, row.update_seconds) == (90, 7200)
+    page = client.get("/p/shop/incidents/policy/").content.decode()
+    assert "90 seconds" in page and 'value="90s"' in page and 'value="2h"' in page
+    # Bad input names the field and changes nothing.
+    page = client.post(
+        "/p/shop/incidents/policy/",
+        {"severity": "P1", "acknowledge": "soon", "update": "30m"},
+        follow=True,
+    ).content.decode()
+    assert "Acknowledge:" in page
+    row.refresh_from_db()
+    assert (row.acknowledge_seconds, row.update_seconds) == (90, 7200)
 
 
 def test_overview_lists_open_incidents_and_overdue_actions(client, personas) -> None:  # noqa: ANN001
