@@ -1,7 +1,7 @@
 """Real processes for the scale-out benchmarks and drills (bench/bench_streams.py,
 bench/bench_queues.py, drills/): uvicorn web processes, Celery workers per queue, a throwaway
 redis-server, a simulated cluster, a project with people in it, SSE clients. Every target is on
-127.0.0.1. Import it after ``django.setup()``.
+127.0.0.1. Its run_prefix() sets Django up; import the rest after it.
 
 Every run uses queues and event channels of its own (a prefix with the run's pid), so workers and
 streams of anything else on the same Redis never take part.
@@ -30,11 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_prefix(kind: str) -> str:
-    """Set this run's queue and channel prefixes; call before django.setup()."""
+    """Set this run's queue and channel prefixes, then set Django up on a database of this
+    script's own (DATABASE_URL, by default rc_<kind>, made and migrated when missing)."""
+    from bench import benchdb
+
     prefix = f"{kind}-{os.getpid()}-"
     os.environ["CELERY_QUEUE_PREFIX"] = prefix
     os.environ["EVENTS_CHANNEL_PREFIX"] = f"{prefix}events:"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "releasecenter.settings_test")
+    benchdb.setup_django(f"postgres://postgres@127.0.0.1:5432/rc_{kind.replace('-', '_')}")
     return prefix
 
 
