@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from releasecenter import events
 from releasecenter.access import require_role
-from releasecenter.models import Environment, Membership, Project, Service
+from releasecenter.models import AuditEvent, Environment, Membership, Project, Service
 from releasecenter.services import Conflict
 
 from . import sla
@@ -750,7 +750,6 @@ def evaluate_sla(now: datetime | None = None) -> int:
     incidents breaching at once cost a handful of statements, and two beats racing record
     each breach once.
     """
-    from releasecenter.models import AuditEvent
 
     now = now or timezone.now()
     breaches = 0
@@ -798,41 +797,45 @@ def evaluate_sla(now: datetime | None = None) -> int:
                     for r in rows
                 ]
             )
-            links: dict[str, str] = {}
-            events_rows = []
-            for incident, entry in zip(rows, entries, strict=True):
-                slug = incident.project.slug
-                if slug not in links:
-                    links[slug] = reverse("incident-detail", args=[slug, 987654321])
-                data = {
+            # One row per breach, on the project: the audit log, and the incident page (which
+            # follows the project's topic too) refreshes its clocks from it.
+            events.publish_many(entry_events(entries, "incident.sla_breached", now))
+            breaches += len(rows)
+    return breaches
+
+
+def entry_events(entries: list[TimelineEntry], verb: str, now: datetime) -> list[AuditEvent]:
+    """The audit rows, on each incident's project topic, for system timeline entries written in
+    bulk (SLA breaches, pages): ``events.publish_many`` writes them in one statement."""
+    # A thousand breaches at once: reverse() once per project, not once per incident.
+    placeholder = 987654321
+    links: dict[str, str] = {}
+    rows = []
+    for entry in entries:
+        incident = entry.incident
+        slug = incident.project.slug
+        if slug not in links:
+            links[slug] = reverse("incident-detail", args=[slug, placeholder])
+        rows.append(
+            AuditEvent(
+                topic=f"project:{incident.project_id}",
+                project_id=incident.project_id,
+                verb=verb,
+                object_type=Incident._meta.label_lower,
+                object_id=str(incident.pk),
+                created_at=now,
+                data={
                     "incident_id": incident.pk,
                     "reference": incident.reference,
                     "title": incident.title,
-                    "url": links[slug].replace("987654321", str(incident.number)),
+                    "url": links[slug].replace(str(placeholder), str(incident.number)),
                     "text": entry.text,
                     "entry_id": entry.pk,
                     "version": incident.version,
-                }
-                common = {
-                    "verb": "incident.sla_breached",
-                    "object_type": Incident._meta.label_lower,
-                    "object_id": str(incident.pk),
-                    "created_at": now,
-                }
-                # One row, on the project: the audit log, and the incident page (which follows
-                # the project's topic too) refreshes its clocks from it. A thousand breaches
-                # at once should not write two thousand rows.
-                events_rows.append(
-                    AuditEvent(
-                        topic=f"project:{incident.project_id}",
-                        project_id=incident.project_id,
-                        data=data,
-                        **common,
-                    )
-                )
-            events.publish_many(events_rows)
-            breaches += len(rows)
-    return breaches
+                },
+            )
+        )
+    return rows
 
 
 # --- Suspects ---------------------------------------------------------------------------------

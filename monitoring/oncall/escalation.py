@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from releasecenter import events
 from releasecenter.access import require_role
-from releasecenter.models import AuditEvent, Membership, Project
+from releasecenter.models import Membership, Project
 
 from ..incidents import services as incidents
 from ..incidents.models import SEVERITIES, Incident, TimelineEntry
@@ -298,33 +298,7 @@ def _record(entries: list[TimelineEntry], now: datetime) -> None:
     if not entries:
         return
     entries = TimelineEntry.objects.bulk_create(entries)
-    links: dict[str, str] = {}
-    rows = []
-    for entry in entries:
-        incident = entry.incident
-        slug = incident.project.slug
-        if slug not in links:
-            links[slug] = reverse("incident-detail", args=[slug, 987654321])
-        rows.append(
-            AuditEvent(
-                topic=incident.project.topic,
-                project_id=incident.project_id,
-                verb="incident.paged",
-                object_type=Incident._meta.label_lower,
-                object_id=str(incident.pk),
-                created_at=now,
-                data={
-                    "incident_id": incident.pk,
-                    "reference": incident.reference,
-                    "title": incident.title,
-                    "url": links[slug].replace("987654321", str(incident.number)),
-                    "text": entry.text,
-                    "entry_id": entry.pk,
-                    "version": incident.version,
-                },
-            )
-        )
-    events.publish_many(rows)
+    events.publish_many(incidents.entry_events(entries, "incident.paged", now))
 
 
 def _announce(
