@@ -20,18 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchdb import recreate_database  # noqa: E402  bench/ is first on sys.path
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "releasecenter.settings_test")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rc_bench_release")
-
-
-def recreate_database(url: str) -> None:
-    import psycopg
-
-    info = psycopg.conninfo.conninfo_to_dict(url.replace("postgres://", "postgresql://", 1))
-    name = info.pop("dbname")
-    with psycopg.connect(**info, dbname="postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def runbook(env: str, items: int) -> str:
