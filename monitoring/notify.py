@@ -72,26 +72,36 @@ def queue(
     return notification
 
 
-def _claim(notification_id: int) -> tuple[Notification | None, uuid.UUID]:
+def claim_for_delivery(
+    model, pk: int, *, expires: timedelta, max_attempts: int, related: tuple[str, ...]
+):  # noqa: ANN001, ANN201
+    """Take a pending delivery row (or one whose sender died more than ``expires`` ago) for this
+    worker: one conditional UPDATE decides who sends it, so a redelivered task sends nothing twice.
+    Returns the row (with ``related`` loaded) and the claim token, or None when another has it."""
     token = uuid.uuid4()
     now = timezone.now()
-    claimable = Q(status=Notification.Status.PENDING) | Q(
-        status=Notification.Status.SENDING, claimed_at__lt=now - CLAIM_EXPIRES
+    claimable = Q(status=model.Status.PENDING) | Q(
+        status=model.Status.SENDING, claimed_at__lt=now - expires
     )
-    claimed = Notification.objects.filter(
-        claimable, pk=notification_id, attempts__lt=MAX_ATTEMPTS
-    ).update(
-        status=Notification.Status.SENDING,
+    claimed = model.objects.filter(claimable, pk=pk, attempts__lt=max_attempts).update(
+        status=model.Status.SENDING,
         claim_token=token,
         claimed_at=now,
         attempts=F("attempts") + 1,
     )
     if not claimed:
         return None, token
-    row = Notification.objects.select_related(
-        "environment", "environment__monitoring", "environment__project"
-    ).get(pk=notification_id)
-    return row, token
+    return model.objects.select_related(*related).get(pk=pk), token
+
+
+def _claim(notification_id: int) -> tuple[Notification | None, uuid.UUID]:
+    return claim_for_delivery(
+        Notification,
+        notification_id,
+        expires=CLAIM_EXPIRES,
+        max_attempts=MAX_ATTEMPTS,
+        related=("environment", "environment__monitoring", "environment__project"),
+    )
 
 
 def deliver(notification_id: int) -> bool:

@@ -42,7 +42,6 @@ from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from releasecenter import events
@@ -51,6 +50,7 @@ from releasecenter.models import Environment, Membership, Project
 from releasecenter.services import Conflict
 
 from ..lib.ssrf import SSRFBlocked, make_client
+from ..notify import claim_for_delivery
 from .models import ChannelMessage, DeliveryAttempt, NotificationChannel
 
 logger = logging.getLogger(__name__)
@@ -274,23 +274,13 @@ def enqueue(ids: Iterable[int]) -> None:
 
 
 def _claim(message_id: int) -> tuple[ChannelMessage | None, uuid.UUID]:
-    token = uuid.uuid4()
-    now = timezone.now()
-    claimable = Q(status=ChannelMessage.Status.PENDING) | Q(
-        status=ChannelMessage.Status.SENDING, claimed_at__lt=now - CLAIM_EXPIRES
+    return claim_for_delivery(
+        ChannelMessage,
+        message_id,
+        expires=CLAIM_EXPIRES,
+        max_attempts=MAX_ATTEMPTS,
+        related=("channel", "project"),
     )
-    claimed = ChannelMessage.objects.filter(
-        claimable, pk=message_id, attempts__lt=MAX_ATTEMPTS
-    ).update(
-        status=ChannelMessage.Status.SENDING,
-        claim_token=token,
-        claimed_at=now,
-        attempts=F("attempts") + 1,
-    )
-    if not claimed:
-        return None, token
-    message = ChannelMessage.objects.select_related("channel", "project").get(pk=message_id)
-    return message, token
 
 
 def deliver(message_id: int) -> bool:
